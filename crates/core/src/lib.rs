@@ -4,4 +4,5 @@
 //! argument, so the same input always gives the same output (which is what makes replay after a
 //! crash produce identical rows).
 
+pub mod drift;
 pub mod event;
