@@ -583,10 +583,7 @@ mod tests {
     fn layout_mismatch_is_an_error() {
         assert_eq!(
             AlignedCounts::new(&[1, 2, 3], &[1, 2]),
-            Err(LayoutMismatch {
-                current_bins: 3,
-                reference_bins: 2
-            })
+            Err(LayoutMismatch { current_bins: 3, reference_bins: 2 })
         );
     }
 

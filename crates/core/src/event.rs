@@ -154,15 +154,21 @@ impl InferenceRecord {
         self.predicted_label.map(|s| self.arena.get(s))
     }
     /// Numeric features in the order they were decoded.
-    pub fn features(&self) -> impl DoubleEndedIterator<Item = (&str, f64)> + ExactSizeIterator + '_ {
+    pub fn features(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&str, f64)> + ExactSizeIterator + '_ {
         self.features.iter().map(|&(n, v)| (self.arena.get(n), v))
     }
     /// Categorical features in the order they were decoded.
-    pub fn categories(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
+    pub fn categories(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
         self.categories.iter().map(|&(n, v)| (self.arena.get(n), self.arena.get(v)))
     }
     /// Slicing attributes in the order they were decoded.
-    pub fn attributes(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
+    pub fn attributes(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
         self.attributes.iter().map(|&(n, v)| (self.arena.get(n), self.arena.get(v)))
     }
     /// The value of one attribute (the last one when repeated).
@@ -224,7 +230,9 @@ impl PartialEq for InferenceRecord {
 }
 
 /// Whether a metric event is a gauge or a cumulative counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricKind {
     /// A value sampled at a point in time (GPU utilisation, queue depth).
@@ -304,7 +312,9 @@ impl MetricRecord {
         self.arena.get(self.name)
     }
     /// Attributes in the order they were decoded.
-    pub fn attributes(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
+    pub fn attributes(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
         self.attributes.iter().map(|&(n, v)| (self.arena.get(n), self.arena.get(v)))
     }
     /// The value of one attribute (the last one when repeated).

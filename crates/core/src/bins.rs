@@ -1,0 +1,627 @@
+//! Frozen bin layouts: how feature, prediction and label values become bin counts.
+//!
+//! Drift is only reproducible if every version of a model, and every replay of the same input,
+//! puts a value in the same bin. So each (model, feature) gets one layout, shared by all versions
+//! of the model, frozen once from the first [`DriftSpec::edge_samples`] values of that feature
+//! (from any version; values seen while collecting are not binned), and never changed after. The
+//! layouts are serialisable ([`FrozenLayout`]) so they are persisted and reloaded on start.
+//!
+//! - Numeric: with `lower` and `upper` the smallest and largest collected value and `interior`
+//!   the distinct quantiles at `i / bins` (nearest rank, `i = 1 .. bins - 1`) above `lower`, bin 0
+//!   is the underflow `x < lower`, bin `1 + k` holds `lower <= x <= upper` where `k` interior edges
+//!   are `<= x`, and the last bin is the overflow `x > upper`. A discrete feature thus gets one bin
+//!   per value; a constant one gets three bins. Non-finite values are not binned (counted apart).
+//! - Categorical (and the predicted label): the `top_k` most frequent collected values (ties
+//!   broken by value, so freezing is deterministic) and a last bin "other".
+//!
+//! [`DriftSpec::edge_samples`]: crate::config::DriftSpec::edge_samples
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::DriftSpec;
+use crate::event::InferenceRecord;
+
+/// What a binned distribution describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// A numeric input (`features` map).
+    Numeric,
+    /// A categorical input (`categories` map).
+    Categorical,
+    /// The numeric output (`prediction`).
+    Prediction,
+    /// The categorical output (`predicted_label`).
+    Label,
+}
+
+impl FeatureKind {
+    /// The name used in output rows: `numeric`, `categorical`, `prediction` or `label`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Numeric => "numeric",
+            Self::Categorical => "categorical",
+            Self::Prediction => "prediction",
+            Self::Label => "label",
+        }
+    }
+}
+
+/// The feature name under which the prediction's bins are reported.
+pub const PREDICTION_FEATURE: &str = "prediction";
+/// The feature name under which the predicted label's bins are reported.
+pub const LABEL_FEATURE: &str = "predicted_label";
+
+/// The frozen bins of one (model, feature).
+///
+/// ```
+/// use modelwatch_core::bins::BinLayout;
+///
+/// let mut samples: Vec<f64> = (0..100).map(f64::from).collect();
+/// let layout = BinLayout::numeric_from_samples(&mut samples, 4);
+/// assert_eq!(layout.bin_count(), 6); // underflow, 4 quantile bins, overflow
+/// assert_eq!(layout.numeric_bin(-1.0), Some(0));
+/// assert_eq!(layout.numeric_bin(0.0), Some(1));
+/// assert_eq!(layout.numeric_bin(99.0), Some(4));
+/// assert_eq!(layout.numeric_bin(100.0), Some(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BinLayout {
+    /// Quantile edges with underflow and overflow bins.
+    Numeric {
+        /// Smallest collected value: below it is the underflow bin.
+        lower: f64,
+        /// Distinct quantile edges, strictly increasing, all above `lower`.
+        interior: Vec<f64>,
+        /// Largest collected value: above it is the overflow bin.
+        upper: f64,
+    },
+    /// The most frequent values, then "other".
+    Categorical {
+        /// Kept values, most frequent first.
+        values: Vec<String>,
+    },
+}
+
+impl BinLayout {
+    /// Freezes numeric edges from collected finite values (reordered in place).
+    pub fn numeric_from_samples(samples: &mut [f64], bins: u16) -> Self {
+        samples.sort_unstable_by(f64::total_cmp);
+        let (Some(&lower), Some(&upper)) = (samples.first(), samples.last()) else {
+            return Self::Numeric { lower: 0.0, interior: Vec::new(), upper: 0.0 };
+        };
+        let n = samples.len();
+        let mut interior: Vec<f64> = Vec::with_capacity(usize::from(bins));
+        for i in 1..bins {
+            // Nearest-rank quantile at i / bins.
+            let rank = (usize::from(i) * n).div_ceil(usize::from(bins)).max(1);
+            let q = samples[rank.min(n) - 1];
+            if q > lower && interior.last().is_none_or(|&last| q > last) {
+                interior.push(q);
+            }
+        }
+        Self::Numeric { lower, interior, upper }
+    }
+
+    /// Freezes the top-k values from collected (value, count) pairs.
+    pub fn categorical_from_counts<'a>(
+        counts: impl IntoIterator<Item = (&'a str, u64)>,
+        top_k: u16,
+    ) -> Self {
+        let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
+        v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.truncate(usize::from(top_k));
+        Self::Categorical { values: v.into_iter().map(|(s, _)| s.to_owned()).collect() }
+    }
+
+    /// Number of bins, underflow/overflow or "other" included.
+    pub fn bin_count(&self) -> usize {
+        match self {
+            Self::Numeric { interior, .. } => interior.len() + 3,
+            Self::Categorical { values } => values.len() + 1,
+        }
+    }
+
+    /// The bin of a numeric value; `None` for a non-finite value or a categorical layout.
+    #[inline]
+    pub fn numeric_bin(&self, x: f64) -> Option<usize> {
+        let Self::Numeric { lower, interior, upper } = self else { return None };
+        if !x.is_finite() {
+            None
+        } else if x < *lower {
+            Some(0)
+        } else if x > *upper {
+            Some(interior.len() + 2)
+        } else {
+            Some(1 + interior.partition_point(|&e| e <= x))
+        }
+    }
+
+    /// A readable name of each bin, for output rows and dashboards.
+    pub fn bin_labels(&self) -> Vec<String> {
+        match self {
+            Self::Numeric { lower, interior, upper } => {
+                let mut out = vec![format!("(-inf, {lower})")];
+                let mut lo = *lower;
+                for &e in interior {
+                    out.push(format!("[{lo}, {e})"));
+                    lo = e;
+                }
+                out.push(format!("[{lo}, {upper}]"));
+                out.push(format!("({upper}, +inf)"));
+                out
+            }
+            Self::Categorical { values } => {
+                let mut out = values.clone();
+                out.push("__other__".to_owned());
+                out
+            }
+        }
+    }
+}
+
+/// A persisted layout: what is reloaded on start so that a replay bins identically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrozenLayout {
+    /// Feature name (`prediction` and `predicted_label` for the outputs).
+    pub feature: String,
+    /// What the feature is.
+    pub kind: FeatureKind,
+    /// The bins.
+    pub layout: BinLayout,
+    /// Event time of the value that completed the sample, in ms since the epoch.
+    pub frozen_at_ms: i64,
+}
+
+/// Most distinct categorical values counted while collecting.
+const MAX_COLLECT_DISTINCT: usize = 4_096;
+
+#[derive(Debug)]
+enum SlotState {
+    Collecting { numeric: Vec<f64>, categorical: FxHashMap<Box<str>, u64>, seen: u32 },
+    Frozen { layout: BinLayout, index: FxHashMap<Box<str>, u32>, offset: u32 },
+}
+
+#[derive(Debug)]
+struct Slot {
+    name: Box<str>,
+    kind: FeatureKind,
+    state: SlotState,
+    frozen_at_ms: i64,
+}
+
+impl Slot {
+    fn new(name: &str, kind: FeatureKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            state: SlotState::Collecting {
+                numeric: Vec::new(),
+                categorical: FxHashMap::default(),
+                seen: 0,
+            },
+            frozen_at_ms: 0,
+        }
+    }
+}
+
+/// A frozen feature's place in the flat bin vectors of its model.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureRef<'a> {
+    /// Feature name.
+    pub name: &'a str,
+    /// What it is.
+    pub kind: FeatureKind,
+    /// Its layout.
+    pub layout: &'a BinLayout,
+    /// First bin in the model's flat vectors.
+    pub offset: usize,
+}
+
+impl FeatureRef<'_> {
+    /// This feature's counts within a model's flat count vector (shorter vectors read as zeros
+    /// past their end, which the caller sees as a shorter slice).
+    pub fn slice<'c, T>(&self, flat: &'c [T]) -> &'c [T] {
+        let end = (self.offset + self.layout.bin_count()).min(flat.len());
+        flat.get(self.offset.min(end)..end).unwrap_or(&[])
+    }
+}
+
+/// Counters of what binning could not record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BinDrops {
+    /// Feature occurrences dropped because the model reached `limits.max_features`.
+    pub over_feature_cap: u64,
+    /// Non-finite numeric values (not binned).
+    pub non_finite: u64,
+}
+
+/// The bin layouts of one model and the binning of its events into flat count vectors.
+///
+/// Every frozen feature owns the range `offset .. offset + bin_count` of the model's flat
+/// vectors; ranges are appended as features freeze, so existing counts never move.
+#[derive(Debug)]
+pub(crate) struct ModelBins {
+    slots: Vec<Slot>,
+    numeric_names: FxHashMap<Box<str>, u32>,
+    categorical_names: FxHashMap<Box<str>, u32>,
+    numeric_order: Vec<u32>,
+    categorical_order: Vec<u32>,
+    prediction: u32,
+    label: u32,
+    total_bins: u32,
+    user_features: u32,
+    pub(crate) drops: BinDrops,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl ModelBins {
+    pub(crate) fn new() -> Self {
+        let mut m = Self {
+            slots: Vec::new(),
+            numeric_names: FxHashMap::default(),
+            categorical_names: FxHashMap::default(),
+            numeric_order: Vec::new(),
+            categorical_order: Vec::new(),
+            prediction: 0,
+            label: 1,
+            total_bins: 0,
+            user_features: 0,
+            drops: BinDrops::default(),
+        };
+        m.slots.push(Slot::new(PREDICTION_FEATURE, FeatureKind::Prediction));
+        m.slots.push(Slot::new(LABEL_FEATURE, FeatureKind::Label));
+        m
+    }
+
+    /// Total bins of the frozen layouts: the length of a complete flat vector.
+    pub(crate) fn total_bins(&self) -> usize {
+        self.total_bins as usize
+    }
+
+    /// Installs a persisted layout (before any event of the feature is seen).
+    pub(crate) fn restore(&mut self, f: &FrozenLayout, max_features: u32) -> bool {
+        let slot = match f.kind {
+            FeatureKind::Prediction => self.prediction,
+            FeatureKind::Label => self.label,
+            kind => match self.slot_for(&f.feature, kind, max_features) {
+                Some(s) => s,
+                None => return false,
+            },
+        };
+        if matches!(self.slots[slot as usize].state, SlotState::Frozen { .. }) {
+            return false;
+        }
+        self.freeze(slot, f.layout.clone(), f.frozen_at_ms);
+        true
+    }
+
+    fn slot_for(&mut self, name: &str, kind: FeatureKind, max_features: u32) -> Option<u32> {
+        let map = if kind == FeatureKind::Numeric {
+            &mut self.numeric_names
+        } else {
+            &mut self.categorical_names
+        };
+        if let Some(&s) = map.get(name) {
+            return Some(s);
+        }
+        if self.user_features >= max_features {
+            self.drops.over_feature_cap += 1;
+            return None;
+        }
+        let id = self.slots.len() as u32;
+        map.insert(name.into(), id);
+        self.slots.push(Slot::new(name, kind));
+        self.user_features += 1;
+        Some(id)
+    }
+
+    fn freeze(&mut self, slot: u32, layout: BinLayout, at_ms: i64) {
+        let offset = self.total_bins;
+        self.total_bins += layout.bin_count() as u32;
+        let mut index = FxHashMap::default();
+        if let BinLayout::Categorical { values } = &layout {
+            for (i, v) in values.iter().enumerate() {
+                index.insert(v.as_str().into(), i as u32);
+            }
+        }
+        let s = &mut self.slots[slot as usize];
+        s.state = SlotState::Frozen { layout, index, offset };
+        s.frozen_at_ms = at_ms;
+    }
+
+    /// Bins one numeric value of a slot: collects it or counts it.
+    #[inline]
+    fn numeric(&mut self, slot: u32, x: f64, bins: &mut Vec<u32>, spec: &DriftSpec, at_ms: i64) {
+        if !x.is_finite() {
+            self.drops.non_finite += 1;
+            return;
+        }
+        let s = &mut self.slots[slot as usize];
+        match &mut s.state {
+            SlotState::Frozen { layout, offset, .. } => {
+                if let Some(b) = layout.numeric_bin(x) {
+                    let i = *offset as usize + b;
+                    if i >= bins.len() {
+                        bins.resize(self.total_bins as usize, 0);
+                    }
+                    bins[i] += 1;
+                }
+            }
+            SlotState::Collecting { numeric, seen, .. } => {
+                numeric.push(x);
+                *seen += 1;
+                if *seen >= spec.edge_samples() {
+                    let layout = BinLayout::numeric_from_samples(numeric, spec.bins());
+                    self.freeze(slot, layout, at_ms);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn categorical(
+        &mut self,
+        slot: u32,
+        v: &str,
+        bins: &mut Vec<u32>,
+        spec: &DriftSpec,
+        at_ms: i64,
+    ) {
+        let s = &mut self.slots[slot as usize];
+        match &mut s.state {
+            SlotState::Frozen { layout, index, offset } => {
+                let b = index.get(v).copied().unwrap_or((layout.bin_count() - 1) as u32);
+                let i = (*offset + b) as usize;
+                if i >= bins.len() {
+                    bins.resize(self.total_bins as usize, 0);
+                }
+                bins[i] += 1;
+            }
+            SlotState::Collecting { categorical, seen, .. } => {
+                if let Some(c) = categorical.get_mut(v) {
+                    *c += 1;
+                } else if categorical.len() < MAX_COLLECT_DISTINCT {
+                    categorical.insert(v.into(), 1);
+                }
+                *seen += 1;
+                if *seen >= spec.edge_samples() {
+                    let layout = BinLayout::categorical_from_counts(
+                        categorical.iter().map(|(k, &c)| (&**k, c)),
+                        spec.top_k(),
+                    );
+                    self.freeze(slot, layout, at_ms);
+                }
+            }
+        }
+    }
+
+    /// Bins every feature, the prediction and the label of an event into `bins`.
+    pub(crate) fn record(
+        &mut self,
+        rec: &InferenceRecord,
+        bins: &mut Vec<u32>,
+        spec: &DriftSpec,
+        max_features: u32,
+    ) {
+        let at = rec.event_time_ms;
+        for (i, (name, x)) in rec.features().enumerate() {
+            let cached = self.numeric_order.get(i).copied().unwrap_or(NO_SLOT);
+            let slot = if cached != NO_SLOT && *self.slots[cached as usize].name == *name {
+                cached
+            } else {
+                let Some(s) = self.slot_for(name, FeatureKind::Numeric, max_features) else {
+                    continue;
+                };
+                if self.numeric_order.len() <= i {
+                    self.numeric_order.resize(i + 1, NO_SLOT);
+                }
+                self.numeric_order[i] = s;
+                s
+            };
+            self.numeric(slot, x, bins, spec, at);
+        }
+        for (i, (name, v)) in rec.categories().enumerate() {
+            let cached = self.categorical_order.get(i).copied().unwrap_or(NO_SLOT);
+            let slot = if cached != NO_SLOT && *self.slots[cached as usize].name == *name {
+                cached
+            } else {
+                let Some(s) = self.slot_for(name, FeatureKind::Categorical, max_features) else {
+                    continue;
+                };
+                if self.categorical_order.len() <= i {
+                    self.categorical_order.resize(i + 1, NO_SLOT);
+                }
+                self.categorical_order[i] = s;
+                s
+            };
+            self.categorical(slot, v, bins, spec, at);
+        }
+        if let Some(p) = rec.prediction {
+            self.numeric(self.prediction, p, bins, spec, at);
+        }
+        if let Some(l) = rec.predicted_label() {
+            self.categorical(self.label, l, bins, spec, at);
+        }
+    }
+
+    /// Frozen features in the order of their ranges.
+    pub(crate) fn frozen(&self) -> impl Iterator<Item = FeatureRef<'_>> + '_ {
+        let mut v: Vec<FeatureRef<'_>> = self
+            .slots
+            .iter()
+            .filter_map(|s| match &s.state {
+                SlotState::Frozen { layout, offset, .. } => Some(FeatureRef {
+                    name: &s.name,
+                    kind: s.kind,
+                    layout,
+                    offset: *offset as usize,
+                }),
+                SlotState::Collecting { .. } => None,
+            })
+            .collect();
+        v.sort_unstable_by_key(|f| f.offset);
+        v.into_iter()
+    }
+
+    /// The persistable form of every frozen layout, in freezing order (restoring them in this
+    /// order gives every feature the same range again).
+    pub(crate) fn frozen_layouts(&self) -> Vec<FrozenLayout> {
+        let mut v: Vec<(u32, FrozenLayout)> = self
+            .slots
+            .iter()
+            .filter_map(|s| match &s.state {
+                SlotState::Frozen { layout, offset, .. } => Some((
+                    *offset,
+                    FrozenLayout {
+                        feature: s.name.to_string(),
+                        kind: s.kind,
+                        layout: layout.clone(),
+                        frozen_at_ms: s.frozen_at_ms,
+                    },
+                )),
+                SlotState::Collecting { .. } => None,
+            })
+            .collect();
+        v.sort_unstable_by_key(|(o, _)| *o);
+        v.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Heap bytes held (approximate), for memory accounting.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| {
+                s.name.len()
+                    + match &s.state {
+                        SlotState::Collecting { numeric, categorical, .. } => {
+                            numeric.capacity() * 8 + categorical.capacity() * 32
+                        }
+                        SlotState::Frozen { layout, index, .. } => {
+                            layout.bin_count() * 16 + index.capacity() * 32
+                        }
+                    }
+            })
+            .sum::<usize>()
+            + self.slots.capacity() * size_of::<Slot>()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_frozen(&self, kind: FeatureKind, name: &str) -> bool {
+        self.slots.iter().any(|s| {
+            s.kind == kind && &*s.name == name && matches!(s.state, SlotState::Frozen { .. })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn discrete_values_get_their_own_bins() {
+        let mut s: Vec<f64> = (0..1000).map(|i| f64::from(i % 2)).collect();
+        let l = BinLayout::numeric_from_samples(&mut s, 10);
+        assert_eq!(l.numeric_bin(0.0), Some(1));
+        assert_eq!(l.numeric_bin(1.0), Some(2));
+        assert_eq!(l.bin_count(), 4);
+        let mut c = vec![3.5; 100];
+        let l = BinLayout::numeric_from_samples(&mut c, 10);
+        assert_eq!(l.bin_count(), 3);
+        assert_eq!(l.numeric_bin(3.5), Some(1));
+        assert_eq!(l.numeric_bin(3.6), Some(2));
+        assert_eq!(l.numeric_bin(f64::NAN), None);
+    }
+
+    #[test]
+    fn quantile_bins_are_balanced() {
+        let mut s: Vec<f64> = (0..2000).map(|i| f64::from(i) * 0.37).collect();
+        let l = BinLayout::numeric_from_samples(&mut s.clone(), 10);
+        assert_eq!(l.bin_count(), 12);
+        let mut counts = vec![0u32; l.bin_count()];
+        for x in s.drain(..) {
+            counts[l.numeric_bin(x).expect("finite")] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        assert_eq!(counts[11], 0);
+        for &c in &counts[1..11] {
+            assert!((199..=201).contains(&c), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn categorical_top_k_is_deterministic() {
+        let l = BinLayout::categorical_from_counts([("b", 5), ("a", 5), ("c", 9), ("d", 1)], 3);
+        assert_eq!(l, BinLayout::Categorical { values: vec!["c".into(), "a".into(), "b".into()] });
+        assert_eq!(l.bin_labels().last().map(String::as_str), Some("__other__"));
+    }
+
+    #[test]
+    fn features_freeze_after_edge_samples_and_count_after() {
+        let spec =
+            DriftSpec::new(10, std::time::Duration::from_secs(60), 4, 2, 1e-4).expect("valid");
+        let mut m = ModelBins::new();
+        let mut bins = Vec::new();
+        let mut r = InferenceRecord::default();
+        for i in 0..15 {
+            r.clear();
+            r.push_feature("x", f64::from(i));
+            r.push_category("c", if i % 3 == 0 { "a" } else { "b" });
+            r.prediction = Some(0.5);
+            m.record(&r, &mut bins, &spec, 10);
+        }
+        assert!(m.is_frozen(FeatureKind::Numeric, "x"));
+        assert!(m.is_frozen(FeatureKind::Categorical, "c"));
+        assert!(m.is_frozen(FeatureKind::Prediction, PREDICTION_FEATURE));
+        assert!(!m.is_frozen(FeatureKind::Label, LABEL_FEATURE));
+        // 5 events after freezing, each counted once per frozen feature.
+        let total: u32 = bins.iter().sum();
+        assert_eq!(total, 15);
+        let layouts = m.frozen_layouts();
+        let mut again = ModelBins::new();
+        for l in &layouts {
+            assert!(again.restore(l, 10));
+        }
+        assert_eq!(again.frozen_layouts(), layouts);
+        assert_eq!(again.total_bins(), m.total_bins());
+    }
+
+    #[test]
+    fn feature_cap_counts_drops() {
+        let spec = DriftSpec::default();
+        let mut m = ModelBins::new();
+        let mut bins = Vec::new();
+        let mut r = InferenceRecord::default();
+        for f in ["a", "b", "c", "d"] {
+            r.push_feature(f, 1.0);
+        }
+        m.record(&r, &mut bins, &spec, 2);
+        m.record(&r, &mut bins, &spec, 2);
+        assert_eq!(m.drops.over_feature_cap, 4);
+    }
+
+    proptest! {
+        #[test]
+        fn every_finite_value_has_exactly_one_bin(
+            mut samples in prop::collection::vec(-1e6f64..1e6, 1..500),
+            probes in prop::collection::vec(-2e6f64..2e6, 1..200),
+            bins in 2u16..30,
+        ) {
+            let l = BinLayout::numeric_from_samples(&mut samples, bins);
+            prop_assert!(l.bin_count() <= usize::from(bins) + 3);
+            let BinLayout::Numeric { lower, interior, upper } = &l else { unreachable!() };
+            prop_assert!(interior.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(interior.iter().all(|e| e > lower && e <= upper));
+            for x in probes {
+                let b = l.numeric_bin(x).expect("finite");
+                prop_assert!(b < l.bin_count());
+                // Monotone: a larger value never lands in a smaller bin.
+                prop_assert!(l.numeric_bin(x + 1.0).expect("finite") >= b);
+            }
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! Latency histograms: HDR resolution per pane at a fraction of HDR's memory.
+//!
+//! Latencies are quantised to the buckets of an [`hdrhistogram`] histogram tracking 1 us to 1 h
+//! with [`LatencySpec::significant_digits`] digits (3 by default: every bucket is at most 0.1%
+//! wide relative to its values). A bucket is named by its **lowest value in microseconds**: that is
+//! the fixed, documented layout in which panes are exported (`latency_bucket_us` and
+//! `latency_bucket_counts` arrays), so panes from any number of partitions and of any span merge
+//! by adding counts per bucket value (`sumMap` in ClickHouse) and quantiles can be recomputed.
+//! Values above 1 h are counted in the bucket of 1 h.
+//!
+//! A dense 3-digit HDR histogram is about 184 KiB, far too much per pane. An open pane therefore
+//! appends one `u32` bucket value per event and compacts to sorted (bucket, count) runs when the
+//! buffer grows, so memory is bounded by the number of distinct buckets (at most about 23,500 for
+//! 3 digits) whatever the rate. A closed pane is encoded as LEB128 varints of bucket deltas and
+//! counts: about 3 bytes per distinct bucket. Window quantiles are read from one scratch HDR
+//! histogram that the window's panes are replayed into ([`WindowLatency`]), so quantiles are
+//! exactly HDR's.
+
+use hdrhistogram::Histogram;
+
+use crate::config::ConfigError;
+
+/// Highest latency tracked with full resolution: one hour, in microseconds.
+pub const HIGHEST_TRACKABLE_US: u64 = 3_600_000_000;
+
+/// Resolution of the latency histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencySpec {
+    significant_digits: u8,
+}
+
+impl LatencySpec {
+    /// Checks and builds the resolution: 1 to 5 significant decimal digits.
+    pub fn new(significant_digits: u8) -> Result<Self, ConfigError> {
+        if !(1..=5).contains(&significant_digits) {
+            return Err(ConfigError::OutOfRange {
+                key: "latency.significant_digits",
+                value: f64::from(significant_digits),
+                min: 1.0,
+                max: 5.0,
+            });
+        }
+        Ok(Self { significant_digits })
+    }
+    /// Significant decimal digits kept by the histograms.
+    pub fn significant_digits(&self) -> u8 {
+        self.significant_digits
+    }
+    fn histogram(&self) -> Histogram<u64> {
+        // Bounds are constants that hdrhistogram accepts for every digit count 1..=5.
+        match Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_US, self.significant_digits) {
+            Ok(h) => h,
+            Err(e) => unreachable!("valid histogram bounds rejected: {e:?}"),
+        }
+    }
+}
+
+impl Default for LatencySpec {
+    fn default() -> Self {
+        Self { significant_digits: 3 }
+    }
+}
+
+/// Maps a latency to the lowest value of its HDR bucket.
+#[derive(Debug, Clone)]
+pub(crate) struct Quantizer {
+    template: Histogram<u64>,
+}
+
+impl Quantizer {
+    pub(crate) fn new(spec: LatencySpec) -> Self {
+        Self { template: spec.histogram() }
+    }
+
+    /// The bucket of a latency in milliseconds (finite, >= 0; callers validate).
+    #[inline]
+    pub(crate) fn bucket(&self, latency_ms: f64) -> u32 {
+        let us = (latency_ms * 1000.0).round();
+        let us = if us.is_nan() || us < 0.0 {
+            0
+        } else if us >= HIGHEST_TRACKABLE_US as f64 {
+            HIGHEST_TRACKABLE_US
+        } else {
+            us as u64
+        };
+        self.template.lowest_equivalent(us) as u32
+    }
+}
+
+/// Compaction threshold of an open pane's raw buffer.
+const RAW_COMPACT_AT: usize = 8_192;
+
+/// The latency buckets of an open pane.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LatencyRecorder {
+    raw: Vec<u32>,
+    runs: Vec<(u32, u32)>,
+    merge_buf: Vec<(u32, u32)>,
+}
+
+impl LatencyRecorder {
+    #[inline]
+    pub(crate) fn record(&mut self, bucket: u32) {
+        self.raw.push(bucket);
+        if self.raw.len() >= RAW_COMPACT_AT {
+            self.compact();
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.raw.clear();
+        self.runs.clear();
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.raw.capacity() * 4 + (self.runs.capacity() + self.merge_buf.capacity()) * 8
+    }
+
+    /// Folds the raw buffer into the sorted runs.
+    fn compact(&mut self) {
+        if self.raw.is_empty() {
+            return;
+        }
+        self.raw.sort_unstable();
+        self.merge_buf.clear();
+        let mut a = self.runs.iter().copied().peekable();
+        let mut b = self.raw.chunk_by(|x, y| x == y).map(|c| (c[0], c.len() as u32)).peekable();
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&x), Some(&y)) if x.0 == y.0 => {
+                    a.next();
+                    b.next();
+                    (x.0, x.1.saturating_add(y.1))
+                }
+                (Some(&x), Some(&y)) => {
+                    if x.0 < y.0 {
+                        a.next();
+                        x
+                    } else {
+                        b.next();
+                        y
+                    }
+                }
+                (Some(&x), None) => {
+                    a.next();
+                    x
+                }
+                (None, Some(&y)) => {
+                    b.next();
+                    y
+                }
+                (None, None) => break,
+            };
+            self.merge_buf.push(next);
+        }
+        std::mem::swap(&mut self.runs, &mut self.merge_buf);
+        self.raw.clear();
+    }
+
+    /// Encodes the recorded buckets into `out` (cleared first) and clears the recorder.
+    pub(crate) fn drain_into(&mut self, out: &mut LatencyBuckets) {
+        self.compact();
+        out.set_runs(&self.runs);
+        self.clear();
+    }
+}
+
+/// The latency buckets of a closed pane or window: sorted (bucket lowest value in us, count)
+/// pairs, stored compactly.
+///
+/// ```
+/// use modelwatch_core::latency::LatencyBuckets;
+///
+/// let a = LatencyBuckets::from_pairs(&[(1000, 2), (5000, 1)]);
+/// let b = LatencyBuckets::from_pairs(&[(1000, 1), (2000, 4)]);
+/// let mut m = a.clone();
+/// m.merge(&b);
+/// assert_eq!(m.iter().collect::<Vec<_>>(), vec![(1000, 3), (2000, 4), (5000, 1)]);
+/// assert_eq!(m.count(), 8);
+/// ```
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LatencyBuckets {
+    bytes: Vec<u8>,
+    count: u64,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> u32 {
+    let mut v = 0u32;
+    let mut shift = 0;
+    while let Some(&b) = bytes.get(*pos) {
+        *pos += 1;
+        v |= u32::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    v
+}
+
+impl LatencyBuckets {
+    /// Builds buckets from (bucket value, count) pairs in any order; equal buckets add up.
+    pub fn from_pairs(pairs: &[(u32, u32)]) -> Self {
+        let mut v = pairs.to_vec();
+        v.sort_unstable();
+        let mut runs: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+        for (b, c) in v {
+            match runs.last_mut() {
+                Some(last) if last.0 == b => last.1 = last.1.saturating_add(c),
+                _ => runs.push((b, c)),
+            }
+        }
+        let mut out = Self::default();
+        out.set_runs(&runs);
+        out
+    }
+
+    /// Replaces the content with sorted, distinct runs.
+    fn set_runs(&mut self, runs: &[(u32, u32)]) {
+        self.bytes.clear();
+        self.count = 0;
+        let mut prev = 0u32;
+        for &(b, c) in runs {
+            if c == 0 {
+                continue;
+            }
+            put_varint(&mut self.bytes, b - prev);
+            put_varint(&mut self.bytes, c);
+            prev = b;
+            self.count += u64::from(c);
+        }
+    }
+
+    /// Number of latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes used by the encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// (bucket lowest value in microseconds, count), by increasing bucket.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let mut pos = 0;
+        let mut prev = 0u32;
+        std::iter::from_fn(move || {
+            if pos >= self.bytes.len() {
+                return None;
+            }
+            prev = prev.wrapping_add(get_varint(&self.bytes, &mut pos));
+            let c = get_varint(&self.bytes, &mut pos);
+            Some((prev, c))
+        })
+    }
+
+    /// Adds another set of buckets into this one.
+    pub fn merge(&mut self, other: &LatencyBuckets) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            self.clone_from(other);
+            return;
+        }
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        let mut a = self.iter().peekable();
+        let mut b = other.iter().peekable();
+        loop {
+            let next = match (a.peek().copied(), b.peek().copied()) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    a.next();
+                    b.next();
+                    (x.0, x.1.saturating_add(y.1))
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    a.next();
+                    x
+                }
+                (_, Some(y)) => {
+                    b.next();
+                    y
+                }
+                (Some(x), None) => {
+                    a.next();
+                    x
+                }
+                (None, None) => break,
+            };
+            runs.push(next);
+        }
+        drop(a);
+        self.set_runs(&runs);
+    }
+
+    /// Forgets the content, keeps the capacity.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
+/// Latency quantiles of a window, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LatencySummary {
+    /// Number of latencies.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+}
+
+/// A scratch HDR histogram into which a window's panes are replayed to read quantiles.
+#[derive(Debug, Clone)]
+pub struct WindowLatency {
+    hist: Histogram<u64>,
+}
+
+impl WindowLatency {
+    /// A scratch histogram at the given resolution.
+    pub fn new(spec: LatencySpec) -> Self {
+        Self { hist: spec.histogram() }
+    }
+
+    /// Empties the histogram.
+    pub fn reset(&mut self) {
+        self.hist.reset();
+    }
+
+    /// Adds a pane's buckets.
+    pub fn add(&mut self, buckets: &LatencyBuckets) {
+        for (b, c) in buckets.iter() {
+            self.hist.saturating_record_n(u64::from(b), u64::from(c));
+        }
+    }
+
+    /// Quantiles of what was added, `None` when nothing was. A quantile is reported as the middle
+    /// of its HDR bucket, so its relative error is at most half a bucket (0.05% at 3 digits).
+    pub fn summary(&self) -> Option<LatencySummary> {
+        if self.hist.is_empty() {
+            return None;
+        }
+        let q = |q: f64| {
+            let v = self.hist.value_at_quantile(q);
+            self.hist.median_equivalent(v) as f64 / 1000.0
+        };
+        Some(LatencySummary {
+            count: self.hist.len(),
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn quantile_exact(v: &mut [f64], q: f64) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let rank = ((q * v.len() as f64).ceil() as usize).max(1);
+        v[rank - 1]
+    }
+
+    #[test]
+    fn quantiles_are_within_a_tenth_of_a_percent() {
+        let spec = LatencySpec::default();
+        let qz = Quantizer::new(spec);
+        let mut rec = LatencyRecorder::default();
+        let mut values = Vec::new();
+        // A deterministic log-normal-ish spread from 0.5 ms to 2 s.
+        let mut x = 0.123_f64;
+        for _ in 0..50_000 {
+            x = (x * 997.0 + 0.618).fract();
+            let v = 0.5 * (x * 8.3).exp();
+            values.push(v);
+            rec.record(qz.bucket(v));
+        }
+        let mut b = LatencyBuckets::default();
+        rec.drain_into(&mut b);
+        assert_eq!(b.count(), 50_000);
+        let mut w = WindowLatency::new(spec);
+        w.add(&b);
+        let s = w.summary().expect("non-empty");
+        for (q, got) in [(0.5, s.p50_ms), (0.9, s.p90_ms), (0.99, s.p99_ms), (0.999, s.p999_ms)] {
+            let exact = quantile_exact(&mut values, q);
+            assert!((got - exact).abs() / exact < 0.001, "q{q}: {got} vs {exact}");
+        }
+    }
+
+    #[test]
+    fn empty_window_has_no_summary() {
+        assert_eq!(WindowLatency::new(LatencySpec::default()).summary(), None);
+    }
+
+    #[test]
+    fn huge_and_negative_values_are_clamped() {
+        let qz = Quantizer::new(LatencySpec::default());
+        assert_eq!(qz.bucket(-3.0), 0);
+        assert_eq!(qz.bucket(f64::NAN), 0);
+        let top = qz.bucket(1e12);
+        assert!(
+            u64::from(top) <= HIGHEST_TRACKABLE_US && u64::from(top) > HIGHEST_TRACKABLE_US / 2
+        );
+    }
+
+    #[test]
+    fn bad_digits_are_rejected() {
+        assert!(LatencySpec::new(0).is_err());
+        assert!(LatencySpec::new(6).is_err());
+        assert!(LatencySpec::new(2).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn recorder_equals_direct_counting(values in prop::collection::vec(0.0f64..5_000.0, 0..20_000)) {
+            let qz = Quantizer::new(LatencySpec::default());
+            let mut rec = LatencyRecorder::default();
+            let mut direct = std::collections::BTreeMap::<u32, u32>::new();
+            for &v in &values {
+                let b = qz.bucket(v);
+                rec.record(b);
+                *direct.entry(b).or_default() += 1;
+            }
+            let mut out = LatencyBuckets::default();
+            rec.drain_into(&mut out);
+            prop_assert_eq!(out.iter().collect::<Vec<_>>(), direct.into_iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn merge_is_commutative_and_associative(
+            a in prop::collection::vec((0u32..100_000, 1u32..50), 0..200),
+            b in prop::collection::vec((0u32..100_000, 1u32..50), 0..200),
+            c in prop::collection::vec((0u32..100_000, 1u32..50), 0..200),
+        ) {
+            let (a, b, c) = (LatencyBuckets::from_pairs(&a), LatencyBuckets::from_pairs(&b), LatencyBuckets::from_pairs(&c));
+            let mut ab_c = a.clone(); ab_c.merge(&b); ab_c.merge(&c);
+            let mut bc = b.clone(); bc.merge(&c);
+            let mut a_bc = a.clone(); a_bc.merge(&bc);
+            let mut ba = b.clone(); ba.merge(&a);
+            let mut ab = a.clone(); ab.merge(&b);
+            prop_assert_eq!(&ab_c, &a_bc);
+            prop_assert_eq!(ab, ba);
+            prop_assert_eq!(ab_c.count(), a.count() + b.count() + c.count());
+        }
+    }
+}

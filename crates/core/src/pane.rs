@@ -1,0 +1,175 @@
+//! Panes: everything recorded for one (model, version, source partition) during one slide.
+//!
+//! A pane is mergeable: [`PaneStats::merge`] is commutative and associative (integer counts and
+//! sums, min/max, set unions of buckets; only float sums of metric values are subject to
+//! rounding), and merging the panes of a window gives the same result as recording every event of
+//! the window into one pane. That is what lets panes from several partitions form one window, and
+//! what lets ClickHouse recompute any window from pane rows.
+
+use crate::latency::{LatencyBuckets, LatencyRecorder};
+use crate::metrics::MetricAgg;
+
+/// The statistics of a closed pane (or of a window: the merge of its panes).
+#[derive(Debug, Clone, Default)]
+pub struct PaneStats {
+    /// Inference requests.
+    pub requests: u64,
+    /// Requests per interned status (including `ok`), sorted by status id.
+    pub(crate) statuses: Vec<(u32, u64)>,
+    /// Latency buckets (see [`crate::latency`] for the layout).
+    pub latency: LatencyBuckets,
+    /// Sum of latencies in whole microseconds (exact, so merges are associative).
+    pub latency_sum_us: u64,
+    /// Smallest latency in ms (`+inf` when empty).
+    pub latency_min_ms: f64,
+    /// Largest latency in ms (`-inf` when empty).
+    pub latency_max_ms: f64,
+    /// Time-to-first-token buckets, same layout.
+    pub ttft: LatencyBuckets,
+    /// Largest time to first token in ms (`-inf` when none).
+    pub ttft_max_ms: f64,
+    /// Requests that reported token counts.
+    pub token_requests: u64,
+    /// Summed prompt tokens.
+    pub tokens_in: u64,
+    /// Summed generated tokens.
+    pub tokens_out: u64,
+    /// Flat bin counts in the model's layout order (see [`crate::bins`]).
+    pub(crate) bins: Vec<u64>,
+    /// Metric aggregates per interned metric name, sorted by id.
+    pub(crate) metrics: Vec<(u32, MetricAgg)>,
+}
+
+impl PaneStats {
+    pub(crate) fn empty() -> Self {
+        Self {
+            latency_min_ms: f64::INFINITY,
+            latency_max_ms: f64::NEG_INFINITY,
+            ttft_max_ms: f64::NEG_INFINITY,
+            ..Self::default()
+        }
+    }
+
+    /// Forgets the content, keeps the capacity.
+    pub(crate) fn reset(&mut self) {
+        self.requests = 0;
+        self.statuses.clear();
+        self.latency.clear();
+        self.latency_sum_us = 0;
+        self.latency_min_ms = f64::INFINITY;
+        self.latency_max_ms = f64::NEG_INFINITY;
+        self.ttft.clear();
+        self.ttft_max_ms = f64::NEG_INFINITY;
+        self.token_requests = 0;
+        self.tokens_in = 0;
+        self.tokens_out = 0;
+        self.bins.clear();
+        self.metrics.clear();
+    }
+
+    /// Whether nothing at all was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.metrics.is_empty()
+    }
+
+    /// Adds another pane (or window) into this one.
+    pub fn merge(&mut self, o: &PaneStats) {
+        self.latency.merge(&o.latency);
+        self.ttft.merge(&o.ttft);
+        self.merge_scalars(o);
+    }
+
+    /// Adds everything but the latency buckets (which a window reads through a scratch
+    /// histogram instead of re-encoding them).
+    pub(crate) fn merge_scalars(&mut self, o: &PaneStats) {
+        self.requests += o.requests;
+        for &(s, c) in &o.statuses {
+            add_status(&mut self.statuses, s, c);
+        }
+        self.latency_sum_us += o.latency_sum_us;
+        self.latency_min_ms = self.latency_min_ms.min(o.latency_min_ms);
+        self.latency_max_ms = self.latency_max_ms.max(o.latency_max_ms);
+        self.ttft_max_ms = self.ttft_max_ms.max(o.ttft_max_ms);
+        self.token_requests += o.token_requests;
+        self.tokens_in += o.tokens_in;
+        self.tokens_out += o.tokens_out;
+        if self.bins.len() < o.bins.len() {
+            self.bins.resize(o.bins.len(), 0);
+        }
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            *a += b;
+        }
+        for (id, agg) in &o.metrics {
+            match self.metrics.binary_search_by_key(id, |(i, _)| *i) {
+                Ok(i) => self.metrics[i].1.merge(agg),
+                Err(i) => self.metrics.insert(i, (*id, agg.clone())),
+            }
+        }
+    }
+
+    /// Requests per status id.
+    pub(crate) fn status_counts(&self) -> &[(u32, u64)] {
+        &self.statuses
+    }
+
+    /// The flat bin counts.
+    pub fn bins(&self) -> &[u64] {
+        &self.bins
+    }
+
+    /// Heap bytes held (capacity), for memory accounting.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.statuses.capacity() * 16
+            + self.latency.heap_bytes()
+            + self.ttft.heap_bytes()
+            + self.bins.capacity() * 8
+            + self.metrics.capacity() * size_of::<(u32, MetricAgg)>()
+    }
+}
+
+#[inline]
+pub(crate) fn add_status(statuses: &mut Vec<(u32, u64)>, s: u32, c: u64) {
+    match statuses.binary_search_by_key(&s, |(i, _)| *i) {
+        Ok(i) => statuses[i].1 += c,
+        Err(i) => statuses.insert(i, (s, c)),
+    }
+}
+
+/// A pane still receiving events.
+#[derive(Debug, Default)]
+pub(crate) struct OpenPane {
+    pub(crate) pane: i64,
+    pub(crate) partition: u32,
+    pub(crate) stats: PaneStats,
+    /// Open-pane bins are u32 and converted on close (halves the hot memory).
+    pub(crate) bins: Vec<u32>,
+    pub(crate) latency: LatencyRecorder,
+    pub(crate) ttft: LatencyRecorder,
+}
+
+impl OpenPane {
+    pub(crate) fn reset(&mut self, pane: i64, partition: u32) {
+        self.pane = pane;
+        self.partition = partition;
+        self.stats.reset();
+        self.bins.clear();
+        self.latency.clear();
+        self.ttft.clear();
+    }
+
+    /// Moves the recorded content into `stats` form, leaving the recorders empty.
+    pub(crate) fn seal(&mut self) {
+        self.latency.drain_into(&mut self.stats.latency);
+        self.ttft.drain_into(&mut self.stats.ttft);
+        self.stats.bins.clear();
+        self.stats.bins.extend(self.bins.iter().map(|&b| u64::from(b)));
+        self.bins.clear();
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.stats.heap_bytes()
+            + self.bins.capacity() * 4
+            + self.latency.heap_bytes()
+            + self.ttft.heap_bytes()
+    }
+}
