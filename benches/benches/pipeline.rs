@@ -1,0 +1,238 @@
+//! Criterion benchmarks of the hot path, at the load of issue 2: 1,000 active model versions,
+//! 20 numeric and 2 categorical features per record, 100 events/s per version, default window
+//! settings (5 m / 10 s / 5 s), measured in steady state: bin layouts frozen and the pane pool
+//! warm before timing. Encoding the payloads is outside the timed loop; decoding, recording and
+//! the tracker's periodic `advance` (pane closes and window evaluation, every 1,000 events) are
+//! inside it.
+//!
+//! Run: `cargo bench -p modelwatch-benches --bench pipeline`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use modelwatch_benches::{Workload, confluent_frame, encode_avro, encode_json};
+use modelwatch_codec::{DirResolver, Format, InferenceDecoder, inference_log_schema};
+use modelwatch_core::config::DriftSpec;
+use modelwatch_core::event::InferenceRecord;
+use modelwatch_core::{CoreConfig, Output, Source, Tracker, WindowView};
+
+const VERSIONS: usize = 1_000;
+const RATE: u32 = 100;
+const START_MS: i64 = 1_700_000_000_000;
+const BATCH: u64 = 50_000;
+
+/// Discards panes and windows.
+struct Null;
+impl Output for Null {}
+
+/// Computes every drift score a real sink would write (against the reference and against a
+/// baseline count vector), so the window benchmark pays for it.
+struct DriftSink {
+    scores: usize,
+}
+impl Output for DriftSink {
+    fn window_closed(&mut self, w: &WindowView<'_>) {
+        for (_, s) in w.drift_vs_reference() {
+            self.scores += usize::from(black_box(s).is_some());
+        }
+        let own = w.view().stats().bins();
+        for (_, s) in w.drift_against(own) {
+            self.scores += usize::from(black_box(s).is_some());
+        }
+        black_box(w.latency());
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Enc {
+    AvroBare,
+    AvroConfluent,
+    Json,
+}
+
+/// Steady-state pipeline: workload, encoder, decoder, tracker.
+struct Steady {
+    work: Workload,
+    rec: InferenceRecord,
+    tracker: Tracker,
+    decoder: InferenceDecoder,
+    enc: Enc,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    scratch: Vec<u8>,
+    offset: i64,
+}
+
+fn decoder(enc: Enc) -> InferenceDecoder {
+    match enc {
+        Enc::AvroBare => InferenceDecoder::new(Format::Avro),
+        Enc::AvroConfluent => {
+            let r = DirResolver::builtin().with(Some(1), inference_log_schema().clone());
+            InferenceDecoder::with_resolver(
+                Format::AvroConfluent,
+                Arc::new(r.expect("register the contract schema")),
+            )
+        }
+        Enc::Json => InferenceDecoder::new(Format::Json),
+    }
+}
+
+impl Steady {
+    fn new(enc: Enc, cfg: CoreConfig, warm_s: i64) -> Self {
+        let mut s = Self {
+            work: Workload::new(VERSIONS, RATE, START_MS, 42),
+            rec: InferenceRecord::default(),
+            tracker: Tracker::new(cfg),
+            decoder: decoder(enc),
+            enc,
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            scratch: Vec::new(),
+            offset: 0,
+        };
+        // Warm up without encoding: freezes every layout and fills the pools.
+        let until = START_MS + warm_s * 1000;
+        while s.work.now_ms() < until {
+            s.work.next(&mut s.rec);
+            s.record_current();
+        }
+        s
+    }
+
+    fn record_current(&mut self) {
+        let src = Source { partition: 0, offset: self.offset, record_ts_ms: self.rec.event_time_ms };
+        self.offset += 1;
+        black_box(self.tracker.record_inference(src, &self.rec));
+        if self.offset % 1000 == 0 {
+            self.tracker.advance(&mut Null);
+            self.tracker.release(0, self.rec.event_time_ms - 600_000);
+        }
+    }
+
+    /// Encodes the next `n` events (untimed).
+    fn prepare(&mut self, n: u64) {
+        self.bytes.clear();
+        self.ends.clear();
+        for _ in 0..n {
+            self.work.next(&mut self.rec);
+            match self.enc {
+                Enc::AvroBare => encode_avro(&self.rec, &mut self.bytes),
+                Enc::AvroConfluent => {
+                    self.scratch.clear();
+                    encode_avro(&self.rec, &mut self.scratch);
+                    self.bytes.extend_from_slice(&confluent_frame(1, &self.scratch));
+                }
+                Enc::Json => encode_json(&self.rec, &mut self.bytes),
+            }
+            self.ends.push(self.bytes.len());
+        }
+    }
+
+    /// Decodes and records what `prepare` encoded.
+    fn run(&mut self, record: bool) {
+        let mut start = 0;
+        for i in 0..self.ends.len() {
+            let end = self.ends[i];
+            let payload = &self.bytes[start..end];
+            start = end;
+            let rec = match self.decoder.decode_one(payload) {
+                Ok(r) => r,
+                Err(e) => panic!("benchmark payload failed to decode: {e}"),
+            };
+            if record {
+                let src = Source { partition: 0, offset: self.offset, record_ts_ms: rec.event_time_ms };
+                self.offset += 1;
+                black_box(self.tracker.record_inference(src, rec));
+                if self.offset % 1000 == 0 {
+                    self.tracker.advance(&mut Null);
+                    self.tracker.release(0, rec.event_time_ms - 600_000);
+                }
+            } else {
+                black_box(rec);
+            }
+        }
+    }
+
+    fn time(&mut self, iters: u64, record: bool) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut done = 0;
+        while done < iters {
+            let n = (iters - done).min(BATCH);
+            self.prepare(n);
+            let t = Instant::now();
+            self.run(record);
+            total += t.elapsed();
+            done += n;
+        }
+        total
+    }
+}
+
+fn decode_and_record(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per_event");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(8));
+    for (name, enc) in
+        [("avro_bare", Enc::AvroBare), ("avro_confluent", Enc::AvroConfluent), ("json", Enc::Json)]
+    {
+        let mut s = Steady::new(enc, CoreConfig::default(), 30);
+        g.bench_function(format!("decode/{name}"), |b| b.iter_custom(|n| s.time(n, false)));
+        g.bench_function(format!("decode_record/{name}"), |b| b.iter_custom(|n| s.time(n, true)));
+    }
+    // Recording alone (records built in memory, no decoding).
+    let mut s = Steady::new(Enc::AvroBare, CoreConfig::default(), 30);
+    g.bench_function("record", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                s.work.next(&mut s.rec);
+                let t = Instant::now();
+                s.record_current();
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+/// Closing one pane per version and evaluating its window (latency quantiles, and drift of all
+/// 24 distributions against the reference and against another window), per version.
+fn pane_close_and_window(c: &mut Criterion) {
+    let mut cfg = CoreConfig::default();
+    // A one-minute reference, so that the reference drift is computed within the run.
+    cfg.drift = DriftSpec::new(2_000, Duration::from_secs(60), 10, 10, 1e-4).expect("valid");
+    let mut s = Steady::new(Enc::AvroBare, cfg, 330);
+    let mut g = c.benchmark_group("per_version");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(VERSIONS as u64));
+    g.bench_function("pane_close_window_drift", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut sink = DriftSink { scores: 0 };
+            for _ in 0..iters {
+                // One slide of events (untimed), recorded without closing anything...
+                let until = s.work.now_ms() + 10_000;
+                while s.work.now_ms() < until {
+                    s.work.next(&mut s.rec);
+                    let src = Source { partition: 0, offset: s.offset, record_ts_ms: s.rec.event_time_ms };
+                    s.offset += 1;
+                    s.tracker.record_inference(src, &s.rec);
+                }
+                // ...then the close of that slide's panes and windows, timed.
+                let t = Instant::now();
+                s.tracker.advance(&mut sink);
+                total += t.elapsed();
+            }
+            assert!(sink.scores > 0, "drift was computed");
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode_and_record, pane_close_and_window);
+criterion_main!(benches);
