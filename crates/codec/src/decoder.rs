@@ -92,6 +92,7 @@ pub(crate) struct Engine<K: Kind> {
     format: Format,
     resolver: Arc<dyn SchemaResolver>,
     record: K::Record,
+    fast: bool,
     by_id: FxHashMap<u32, Plan>,
     by_fingerprint: FxHashMap<u64, Plan>,
 }
@@ -114,6 +115,7 @@ impl<K: Kind> Engine<K> {
             format,
             resolver,
             record: K::Record::default(),
+            fast: true,
             by_id: FxHashMap::default(),
             by_fingerprint: FxHashMap::default(),
         }
@@ -121,6 +123,10 @@ impl<K: Kind> Engine<K> {
 
     pub(crate) fn format(&self) -> Format {
         self.format
+    }
+
+    pub(crate) fn set_fast_path(&mut self, enabled: bool) {
+        self.fast = enabled;
     }
 
     fn is_json(&self, payload: &[u8]) -> bool {
@@ -182,6 +188,10 @@ impl<K: Kind> Engine<K> {
                 (self.plan_by_fingerprint(u64::from_le_bytes(le))?, 10)
             }
             _ => (Plan::Fast, 0),
+        };
+        let plan = match plan {
+            Plan::Fast if !self.fast => Plan::Generic(Arc::clone(&K::own().schema)),
+            plan => plan,
         };
         match plan {
             Plan::Fast => {
@@ -259,6 +269,13 @@ macro_rules! decoder {
             /// The framing this decoder expects.
             pub fn format(&self) -> Format {
                 self.0.format()
+            }
+
+            /// Enables (the default) or disables the fast Avro path. Disabled, datums of the
+            /// contract's schema go through apache-avro like foreign writer schemas do: for
+            /// benchmarks and differential tests of the two paths.
+            pub fn set_fast_path(&mut self, enabled: bool) {
+                self.0.set_fast_path(enabled);
             }
 
             /// Decodes every record of `payload`, calling `each` once per record or per error.
