@@ -1,0 +1,195 @@
+//! `modelwatch.v1.InferenceLog` on the three paths: fast Avro, generic Avro, JSON.
+
+use std::fmt;
+
+use modelwatch_core::event::InferenceRecord;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::{
+    DecodeError,
+    avro::{Cursor, field, non_empty},
+    check,
+    decoder::Kind,
+    generic::{self, Fields},
+    json::{Ctx, EventTime, JsonDe, NumMap, StrMap, Text},
+    schema::{INFERENCE, OwnSchema},
+};
+
+#[derive(Debug)]
+pub(crate) struct Inference;
+
+impl Kind for Inference {
+    type Record = InferenceRecord;
+
+    fn own() -> &'static OwnSchema {
+        &INFERENCE
+    }
+
+    #[inline]
+    fn fast(c: &mut Cursor<'_>, r: &mut InferenceRecord) -> Result<(), DecodeError> {
+        r.clear();
+        r.event_time_ms = field(c, "event_time", Cursor::long)?;
+        r.set_model(field(c, "model", non_empty)?);
+        r.set_version(field(c, "version", non_empty)?);
+        r.set_request_id(field(c, "request_id", |c| c.nullable(Cursor::str))?);
+        r.latency_ms = field(c, "latency_ms", |c| {
+            let at = c.pos();
+            check::latency(c.double()?).map_err(|p| crate::avro::Fail(p, at))
+        })?;
+        r.set_status(field(c, "status", Cursor::str)?);
+        r.prediction = field(c, "prediction", |c| c.nullable(Cursor::double))?;
+        r.set_predicted_label(field(c, "predicted_label", |c| c.nullable(Cursor::str))?);
+        field(c, "features", |c| {
+            c.map(|c, k| {
+                r.push_feature(k, c.double()?);
+                Ok(())
+            })
+        })?;
+        field(c, "categories", |c| {
+            c.map(|c, k| {
+                r.push_category(k, c.str()?);
+                Ok(())
+            })
+        })?;
+        r.tokens_in = field(c, "tokens_in", |c| c.nullable(Cursor::long))?;
+        r.tokens_out = field(c, "tokens_out", |c| c.nullable(Cursor::long))?;
+        r.ttft_ms = field(c, "ttft_ms", |c| c.nullable(Cursor::double))?;
+        field(c, "attributes", |c| {
+            c.map(|c, k| {
+                r.push_attribute(k, c.str()?);
+                Ok(())
+            })
+        })
+    }
+
+    fn from_fields(f: &Fields<'_>, r: &mut InferenceRecord) -> Result<(), DecodeError> {
+        r.clear();
+        r.event_time_ms = f.long("event_time")?;
+        r.set_model(generic::check("model", check::non_empty(f.str("model")?))?);
+        r.set_version(generic::check("version", check::non_empty(f.str("version")?))?);
+        r.set_request_id(f.opt_str("request_id")?);
+        r.latency_ms = generic::check("latency_ms", check::latency(f.double("latency_ms")?))?;
+        r.set_status(f.str("status")?);
+        r.prediction = f.opt_double("prediction")?;
+        r.set_predicted_label(f.opt_str("predicted_label")?);
+        for (k, v) in f.map("features", generic::double)? {
+            r.push_feature(k, v);
+        }
+        for (k, v) in f.map("categories", generic::string)? {
+            r.push_category(k, v);
+        }
+        r.tokens_in = f.opt_long("tokens_in")?;
+        r.tokens_out = f.opt_long("tokens_out")?;
+        r.ttft_ms = f.opt_double("ttft_ms")?;
+        for (k, v) in f.map("attributes", generic::string)? {
+            r.push_attribute(k, v);
+        }
+        Ok(())
+    }
+
+    fn json(
+        de: &mut JsonDe<'_>,
+        rec: &mut InferenceRecord,
+        ctx: &mut Ctx,
+    ) -> serde_json::Result<()> {
+        Seed { rec, ctx }.deserialize(de)
+    }
+}
+
+struct Seed<'a> {
+    rec: &'a mut InferenceRecord,
+    ctx: &'a mut Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Seed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an inference log object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let Seed { rec: r, ctx } = self;
+        r.clear();
+        let (mut time, mut model, mut version, mut latency, mut status) =
+            (false, false, false, false, false);
+        while let Some(key) = m.next_key::<Text<'de>>()? {
+            match &*key {
+                "event_time" => {
+                    let t: EventTime = ctx.value(&mut m, "event_time")?;
+                    r.event_time_ms = ctx.check("event_time", t.0)?;
+                    time = true;
+                }
+                "model" => {
+                    let s: Text<'de> = ctx.value(&mut m, "model")?;
+                    r.set_model(ctx.check("model", check::non_empty(&s))?);
+                    model = true;
+                }
+                "version" => {
+                    let s: Text<'de> = ctx.value(&mut m, "version")?;
+                    r.set_version(ctx.check("version", check::non_empty(&s))?);
+                    version = true;
+                }
+                "request_id" => {
+                    let s: Option<Text<'de>> = ctx.value(&mut m, "request_id")?;
+                    r.set_request_id(s.as_deref());
+                }
+                "latency_ms" => {
+                    let v: f64 = ctx.value(&mut m, "latency_ms")?;
+                    r.latency_ms = ctx.check("latency_ms", check::latency(v))?;
+                    latency = true;
+                }
+                "status" => {
+                    let s: Text<'de> = ctx.value(&mut m, "status")?;
+                    r.set_status(&s);
+                    status = true;
+                }
+                "prediction" => r.prediction = ctx.value(&mut m, "prediction")?,
+                "predicted_label" => {
+                    let s: Option<Text<'de>> = ctx.value(&mut m, "predicted_label")?;
+                    r.set_predicted_label(s.as_deref());
+                }
+                "features" => {
+                    ctx.seed(
+                        &mut m,
+                        "features",
+                        NumMap { rec: &mut *r, push: InferenceRecord::push_feature },
+                    )?;
+                }
+                "categories" => {
+                    ctx.seed(
+                        &mut m,
+                        "categories",
+                        StrMap { rec: &mut *r, push: InferenceRecord::push_category },
+                    )?;
+                }
+                "tokens_in" => r.tokens_in = ctx.value(&mut m, "tokens_in")?,
+                "tokens_out" => r.tokens_out = ctx.value(&mut m, "tokens_out")?,
+                "ttft_ms" => r.ttft_ms = ctx.value(&mut m, "ttft_ms")?,
+                "attributes" => {
+                    ctx.seed(
+                        &mut m,
+                        "attributes",
+                        StrMap { rec: &mut *r, push: InferenceRecord::push_attribute },
+                    )?;
+                }
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        ctx.require("event_time", time)?;
+        ctx.require("model", model)?;
+        ctx.require("version", version)?;
+        ctx.require("latency_ms", latency)?;
+        ctx.require("status", status)?;
+        Ok(())
+    }
+}
