@@ -69,7 +69,7 @@ fn decoder(enc: Enc) -> InferenceDecoder {
     match enc {
         Enc::AvroBare => InferenceDecoder::new(Format::Avro),
         Enc::AvroConfluent => {
-            let r = DirResolver::builtin().with(Some(1), inference_log_schema().clone());
+            let r = DirResolver::builtin().with(Some(1), (*inference_log_schema()).clone());
             InferenceDecoder::with_resolver(
                 Format::AvroConfluent,
                 Arc::new(r.expect("register the contract schema")),

@@ -278,7 +278,14 @@ impl Tracker {
     fn partition_mut(&mut self, partition: u32) -> &mut PartitionState {
         let i = partition as usize;
         if self.partitions.len() <= i {
-            self.partitions.resize_with(i + 1, PartitionState::new);
+            // Room for a window's panes of resume bookkeeping, so that recording does not
+            // allocate while the caller releases it at each checkpoint.
+            let room = self.cfg.windows.panes_per_window() as usize + 8;
+            self.partitions.resize_with(i + 1, || {
+                let mut p = PartitionState::new();
+                p.first_events.reserve(room);
+                p
+            });
         }
         &mut self.partitions[i]
     }
