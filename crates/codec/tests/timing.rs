@@ -1,5 +1,6 @@
 //! A quick timing sanity check, not a benchmark (the criterion benches live in `benches/`).
 //! Run in release: `cargo test --release -p modelwatch-codec --test timing -- --ignored --nocapture`.
+#![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 #![allow(clippy::print_stderr)]
 
 mod common;
@@ -48,7 +49,10 @@ fn decode_timing() {
         let v: serde::de::IgnoredAny = serde_json::from_slice(std::hint::black_box(&json)).unwrap();
         std::hint::black_box(v);
     }
-    eprintln!("ref: serde_json IgnoredAny {:8.1} ns/record", t.elapsed().as_nanos() as f64 / 500_000.0);
+    eprintln!(
+        "ref: serde_json IgnoredAny {:8.1} ns/record",
+        t.elapsed().as_nanos() as f64 / 500_000.0
+    );
     let mut buf = String::with_capacity(2048);
     let t = Instant::now();
     for _ in 0..1_000_000 {
@@ -56,5 +60,8 @@ fn decode_timing() {
         buf.push_str(std::str::from_utf8(std::hint::black_box(&avro)).unwrap_or(""));
         std::hint::black_box(&buf);
     }
-    eprintln!("ref: utf-8 check + copy of the avro bytes {:8.1} ns", t.elapsed().as_nanos() as f64 / 1e6);
+    eprintln!(
+        "ref: utf-8 check + copy of the avro bytes {:8.1} ns",
+        t.elapsed().as_nanos() as f64 / 1e6
+    );
 }
