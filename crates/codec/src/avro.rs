@@ -156,6 +156,7 @@ pub(crate) fn non_empty<'a>(c: &mut Cursor<'a>) -> Result<&'a str, Fail> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -135,6 +135,7 @@ impl SchemaResolver for DirResolver {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

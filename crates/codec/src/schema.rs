@@ -53,6 +53,7 @@ pub fn fingerprint(schema: &Schema) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! Avro decoding: framings, fast and generic paths, writer-schema evolution, typed errors, and a
 //! differential property test of the fast path against apache-avro's resolution.
+#![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
 mod common;
 
@@ -12,7 +13,10 @@ use modelwatch_codec::{
 };
 use proptest::prelude::*;
 
-fn one(d: &mut InferenceDecoder, payload: &[u8]) -> Result<modelwatch_core::event::InferenceRecord, DecodeError> {
+fn one(
+    d: &mut InferenceDecoder,
+    payload: &[u8],
+) -> Result<modelwatch_core::event::InferenceRecord, DecodeError> {
     d.decode_one(payload).map(sorted)
 }
 
@@ -147,7 +151,8 @@ fn reordered_writer_resolves() {
 
 #[test]
 fn incompatible_writer_is_a_typed_error() {
-    let writer = edited_inference_schema(|f| f[1] = serde_json::json!({"name": "model", "type": "int"}));
+    let writer =
+        edited_inference_schema(|f| f[1] = serde_json::json!({"name": "model", "type": "int"}));
     let resolver = Arc::new(DirResolver::builtin().with(Some(11), writer).unwrap());
     let mut d = InferenceDecoder::with_resolver(Format::AvroConfluent, resolver);
     let err = d.decode_one(&[0, 0, 0, 0, 11, 2, 2]).unwrap_err();
@@ -164,7 +169,10 @@ fn unknown_id_and_fingerprint_are_typed_errors() {
     so[2..10].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_le_bytes());
     let err = d.decode_one(&so).unwrap_err();
     assert!(
-        matches!(err, DecodeError::Resolve(ResolveError::UnknownFingerprint(0x0123_4567_89ab_cdef))),
+        matches!(
+            err,
+            DecodeError::Resolve(ResolveError::UnknownFingerprint(0x0123_4567_89ab_cdef))
+        ),
         "{err:?}"
     );
     assert_eq!(err.to_string(), "cannot resolve the writer schema");
@@ -189,7 +197,10 @@ fn validation_names_the_field_and_the_byte_offset() {
     let err = d.decode_one(&bare(&s, inf.value())).unwrap_err();
     // event_time takes 6 bytes, so the model's length is at byte 6.
     assert!(
-        matches!(err, DecodeError::Field { field: "model", problem: Problem::Empty, at: Position::Byte(6) }),
+        matches!(
+            err,
+            DecodeError::Field { field: "model", problem: Problem::Empty, at: Position::Byte(6) }
+        ),
         "{err:?}"
     );
     assert_eq!(err.to_string(), "invalid `model` at byte 6: empty");

@@ -1,5 +1,6 @@
 //! JSON decoding: single objects, NDJSON with a bad line, timestamps, optional fields, typed
 //! errors with line and column, and the examples in `schemas/examples/`.
+#![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
 mod common;
 
@@ -9,7 +10,9 @@ use modelwatch_core::event::MetricKind;
 
 fn all(d: &mut InferenceDecoder, payload: &[u8]) -> Vec<Result<String, DecodeError>> {
     let mut out = Vec::new();
-    d.decode(payload, |r| out.push(r.map(|r| format!("{}/{}@{}", r.model(), r.version(), r.event_time_ms))));
+    d.decode(payload, |r| {
+        out.push(r.map(|r| format!("{}/{}@{}", r.model(), r.version(), r.event_time_ms)))
+    });
     out
 }
 
@@ -26,7 +29,9 @@ fn single_object_matches_the_avro_contract() {
 fn ndjson_with_a_bad_middle_line_yields_the_good_lines() {
     let a = Inf::sample(1).json();
     let c = Inf::sample(3).json();
-    let payload = format!("{a}\n{{\"event_time\": 1, \"model\": \"m\", \"version\": \"v\", \"latency_ms\": \"slow\", \"status\": \"ok\"}}\n\n{c}\n");
+    let payload = format!(
+        "{a}\n{{\"event_time\": 1, \"model\": \"m\", \"version\": \"v\", \"latency_ms\": \"slow\", \"status\": \"ok\"}}\n\n{c}\n"
+    );
     let mut d = InferenceDecoder::new(Format::Auto);
     let got = all(&mut d, payload.as_bytes());
     assert_eq!(got.len(), 3, "{got:?}");
@@ -48,7 +53,11 @@ fn syntax_errors_name_line_and_column_and_decoding_goes_on() {
     let got = all(&mut d, payload.as_bytes());
     assert_eq!(got.len(), 5, "{got:?}");
     assert!(got[0].is_ok() && got[2].is_ok() && got[4].is_ok(), "{got:?}");
-    assert!(matches!(got[1], Err(DecodeError::JsonField { field: "model", line: 2, .. })), "{:?}", got[1]);
+    assert!(
+        matches!(got[1], Err(DecodeError::JsonField { field: "model", line: 2, .. })),
+        "{:?}",
+        got[1]
+    );
     assert!(matches!(got[3], Err(DecodeError::Json { line: 4, column: 2, .. })), "{:?}", got[3]);
 }
 
@@ -65,14 +74,25 @@ fn event_time_accepts_rfc3339_with_offsets_and_epoch_ms() {
     ];
     let mut d = InferenceDecoder::new(Format::Json);
     for (t, ms) in cases {
-        let p = format!(r#"{{"event_time": {t}, "model": "m", "version": "v", "latency_ms": 1, "status": "ok"}}"#);
+        let p = format!(
+            r#"{{"event_time": {t}, "model": "m", "version": "v", "latency_ms": 1, "status": "ok"}}"#
+        );
         assert_eq!(d.decode_one(p.as_bytes()).map(|r| r.event_time_ms).unwrap(), ms, "{t}");
     }
     for bad in [r#""2026-05-18T07:30:12""#, r#""yesterday""#, "1e300", "18446744073709551615"] {
-        let p = format!(r#"{{"event_time": {bad}, "model": "m", "version": "v", "latency_ms": 1, "status": "ok"}}"#);
+        let p = format!(
+            r#"{{"event_time": {bad}, "model": "m", "version": "v", "latency_ms": 1, "status": "ok"}}"#
+        );
         let err = d.decode_one(p.as_bytes()).unwrap_err();
         assert!(
-            matches!(err, DecodeError::Field { field: "event_time", problem: Problem::BadTimestamp, at: Position::Line { line: 1, .. } }),
+            matches!(
+                err,
+                DecodeError::Field {
+                    field: "event_time",
+                    problem: Problem::BadTimestamp,
+                    at: Position::Line { line: 1, .. }
+                }
+            ),
             "{bad}: {err:?}"
         );
     }
@@ -80,11 +100,15 @@ fn event_time_accepts_rfc3339_with_offsets_and_epoch_ms() {
 
 #[test]
 fn missing_optional_fields_are_null_or_empty_and_unknown_fields_are_ignored() {
-    let p = br#"{"event_time": 5, "model": "m", "version": "v", "latency_ms": 0, "status": "timeout",
+    let p =
+        br#"{"event_time": 5, "model": "m", "version": "v", "latency_ms": 0, "status": "timeout",
                  "request_id": null, "features": null, "extra": {"nested": [1, 2, {"x": null}]}}"#;
     let mut d = InferenceDecoder::new(Format::Json);
     let r = d.decode_one(p).unwrap();
-    assert_eq!((r.request_id(), r.prediction, r.predicted_label(), r.tokens_in, r.ttft_ms), (None, None, None, None, None));
+    assert_eq!(
+        (r.request_id(), r.prediction, r.predicted_label(), r.tokens_in, r.ttft_ms),
+        (None, None, None, None, None)
+    );
     assert_eq!((r.features().len(), r.categories().len(), r.attributes().len()), (0, 0, 0));
     assert!(!r.is_ok());
 }
@@ -93,10 +117,26 @@ fn missing_optional_fields_are_null_or_empty_and_unknown_fields_are_ignored() {
 fn missing_required_fields_and_invalid_values_are_named() {
     let mut d = InferenceDecoder::new(Format::Json);
     let cases: [(&[u8], &str, Problem); 4] = [
-        (br#"{"model": "m", "version": "v", "latency_ms": 1, "status": "ok"}"#, "event_time", Problem::Missing),
-        (br#"{"event_time": 1, "model": "", "version": "v", "latency_ms": 1, "status": "ok"}"#, "model", Problem::Empty),
-        (br#"{"event_time": 1, "model": "m", "version": "v", "latency_ms": -2, "status": "ok"}"#, "latency_ms", Problem::NegativeOrNotFinite),
-        (br#"{"event_time": 1, "model": "m", "latency_ms": 1, "status": "ok"}"#, "version", Problem::Missing),
+        (
+            br#"{"model": "m", "version": "v", "latency_ms": 1, "status": "ok"}"#,
+            "event_time",
+            Problem::Missing,
+        ),
+        (
+            br#"{"event_time": 1, "model": "", "version": "v", "latency_ms": 1, "status": "ok"}"#,
+            "model",
+            Problem::Empty,
+        ),
+        (
+            br#"{"event_time": 1, "model": "m", "version": "v", "latency_ms": -2, "status": "ok"}"#,
+            "latency_ms",
+            Problem::NegativeOrNotFinite,
+        ),
+        (
+            br#"{"event_time": 1, "model": "m", "latency_ms": 1, "status": "ok"}"#,
+            "version",
+            Problem::Missing,
+        ),
     ];
     for (p, field, problem) in cases {
         let err = d.decode_one(p).unwrap_err();
@@ -118,7 +158,10 @@ fn escaped_strings_are_unescaped() {
     let p = br#"{"event_time": 1, "model": "fraud\u002ddetector", "version": "v\"1", "latency_ms": 1, "status": "ok", "attributes": {"ro\nute": "can\\ary"}}"#;
     let mut d = InferenceDecoder::new(Format::Json);
     let r = d.decode_one(p).unwrap();
-    assert_eq!((r.model(), r.version(), r.attribute("ro\nute")), ("fraud-detector", "v\"1", Some("can\\ary")));
+    assert_eq!(
+        (r.model(), r.version(), r.attribute("ro\nute")),
+        ("fraud-detector", "v\"1", Some("can\\ary"))
+    );
 }
 
 #[test]
@@ -166,7 +209,11 @@ fn the_examples_decode() {
 
 #[test]
 fn llm_example_carries_tokens_and_ttft() {
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/examples/inference_llm.json")).unwrap();
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/examples/inference_llm.json"
+    ))
+    .unwrap();
     let mut d = InferenceDecoder::new(Format::Json);
     let r = d.decode_one(&bytes).unwrap();
     assert_eq!((r.tokens_in, r.tokens_out, r.ttft_ms), (Some(812), Some(256), Some(184.2)));
@@ -179,7 +226,17 @@ fn metric_json_validates_kind_and_value() {
     let r = d.decode_one(br#"{"event_time": "2026-05-18T07:30:00Z", "model": "m", "version": "v", "name": "requests_total", "value": 120331, "kind": "counter"}"#).unwrap();
     assert_eq!((r.kind, r.value, r.name()), (MetricKind::Counter, 120_331.0, "requests_total"));
     let err = d.decode_one(br#"{"event_time": 1, "model": "m", "version": "v", "name": "x", "value": 1, "kind": "summary"}"#).unwrap_err();
-    assert!(matches!(err, DecodeError::Field { field: "kind", problem: Problem::UnknownKind, .. }), "{err:?}");
-    let err = d.decode_one(br#"{"event_time": 1, "model": "m", "version": "v", "name": "x", "kind": "gauge"}"#).unwrap_err();
-    assert!(matches!(err, DecodeError::Field { field: "value", problem: Problem::Missing, .. }), "{err:?}");
+    assert!(
+        matches!(err, DecodeError::Field { field: "kind", problem: Problem::UnknownKind, .. }),
+        "{err:?}"
+    );
+    let err = d
+        .decode_one(
+            br#"{"event_time": 1, "model": "m", "version": "v", "name": "x", "kind": "gauge"}"#,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::Field { field: "value", problem: Problem::Missing, .. }),
+        "{err:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Once a decoder's record buffer is warm, decoding allocates nothing per record: the fast Avro
 //! path (bare, single-object, Confluent) and JSON without escaped strings.
+#![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 #![allow(unsafe_code)] // a counting global allocator is unsafe by nature
 
 mod common;

@@ -1,5 +1,6 @@
 //! The registry client against a tiny HTTP server started by the test on 127.0.0.1:0: id 7 is
 //! the contract's schema, 500 is a server error, anything else 404.
+#![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 #![cfg(feature = "registry")]
 
 mod common;
@@ -43,11 +44,19 @@ fn serve() -> (String, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::SeqCst);
             let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
             let (status, body) = match path.as_str() {
-                "/schemas/ids/7" => ("200 OK", serde_json::json!({ "schema": INFERENCE_LOG_AVSC }).to_string()),
+                "/schemas/ids/7" => {
+                    ("200 OK", serde_json::json!({ "schema": INFERENCE_LOG_AVSC }).to_string())
+                }
                 "/schemas/ids/500" => ("500 Internal Server Error", "{}".to_owned()),
-                "/schemas/ids/13" => ("200 OK", r#"{"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}"#.to_owned()),
+                "/schemas/ids/13" => (
+                    "200 OK",
+                    r#"{"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}"#.to_owned(),
+                ),
                 "/schemas/ids/14" => ("200 OK", "not json".to_owned()),
-                _ => ("404 Not Found", r#"{"error_code": 40403, "message": "Schema not found"}"#.to_owned()),
+                _ => (
+                    "404 Not Found",
+                    r#"{"error_code": 40403, "message": "Schema not found"}"#.to_owned(),
+                ),
             };
             let _ = write!(
                 stream,
@@ -64,7 +73,10 @@ fn registry_lookup_is_cached_and_errors_are_typed() {
     let (base, hits) = serve();
     let r = RegistryResolver::new(format!("{base}/"), Duration::from_secs(5));
     let s = r.by_id(7).unwrap();
-    assert_eq!(modelwatch_codec::fingerprint(&s), modelwatch_codec::fingerprint(&inference_log_schema()));
+    assert_eq!(
+        modelwatch_codec::fingerprint(&s),
+        modelwatch_codec::fingerprint(&inference_log_schema())
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     r.by_id(7).unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 1, "second lookup must be served from the cache");

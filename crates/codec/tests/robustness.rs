@@ -1,5 +1,6 @@
 //! No input panics, in any format: arbitrary bytes and mutated valid encodings (bit flips,
 //! truncation, inserted bytes) always come back as records or typed errors.
+#![allow(clippy::unwrap_used)] // tests may unwrap (style.md)
 
 mod common;
 
@@ -15,7 +16,10 @@ const FORMATS: [Format; 4] = [Format::Auto, Format::Avro, Format::AvroConfluent,
 
 fn resolver() -> Arc<DirResolver> {
     let evolved = edited_inference_schema(|f| {
-        f.insert(2, serde_json::json!({"name": "gpu", "type": ["null", "string"], "default": null}));
+        f.insert(
+            2,
+            serde_json::json!({"name": "gpu", "type": ["null", "string"], "default": null}),
+        );
         f.retain(|x| x["name"] != "categories");
     });
     Arc::new(
@@ -78,8 +82,20 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 0..8u8).prop_map(|(i, b)| Mutation::Flip(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..12)).prop_map(|(i, v)| Mutation::Insert(i, v)),
-        (any::<usize>(), prop_oneof![Just(0u8), Just(0x7f), Just(0x80), Just(0xff), Just(b'{'), Just(b'\n'), any::<u8>()])
+        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..12))
+            .prop_map(|(i, v)| Mutation::Insert(i, v)),
+        (
+            any::<usize>(),
+            prop_oneof![
+                Just(0u8),
+                Just(0x7f),
+                Just(0x80),
+                Just(0xff),
+                Just(b'{'),
+                Just(b'\n'),
+                any::<u8>()
+            ]
+        )
             .prop_map(|(i, b)| Mutation::Set(i, b)),
     ]
 }

@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests: records as plain data, their Avro values and
 //! encodings (bare, single-object, Confluent) written with apache-avro.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
 
-use apache_avro::{GenericSingleObjectWriter, Schema, types::Value, writer::datum::GenericDatumWriter};
+use apache_avro::{
+    GenericSingleObjectWriter, Schema, types::Value, writer::datum::GenericDatumWriter,
+};
 use modelwatch_core::event::{InferenceRecord, MetricRecord};
 
 /// An inference log as plain data.
@@ -34,7 +36,9 @@ fn union<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
 }
 
 fn smap(m: &BTreeMap<String, String>) -> Value {
-    Value::Map(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<HashMap<_, _>>())
+    Value::Map(
+        m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<HashMap<_, _>>(),
+    )
 }
 
 impl Inf {
@@ -79,7 +83,9 @@ impl Inf {
             ("predicted_label".into(), union(self.predicted_label.clone(), Value::String)),
             (
                 "features".into(),
-                Value::Map(self.features.iter().map(|(k, v)| (k.clone(), Value::Double(*v))).collect()),
+                Value::Map(
+                    self.features.iter().map(|(k, v)| (k.clone(), Value::Double(*v))).collect(),
+                ),
             ),
             ("categories".into(), smap(&self.categories)),
             ("tokens_in".into(), union(self.tokens_in, Value::Long)),
@@ -239,7 +245,8 @@ pub fn confluent(id: u32, schema: &Schema, value: Value) -> Vec<u8> {
 
 /// The contract's inference schema with `edit` applied to its JSON field list.
 pub fn edited_inference_schema(edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> Schema {
-    let mut j: serde_json::Value = serde_json::from_str(modelwatch_codec::INFERENCE_LOG_AVSC).unwrap();
+    let mut j: serde_json::Value =
+        serde_json::from_str(modelwatch_codec::INFERENCE_LOG_AVSC).unwrap();
     let fields = j["fields"].as_array_mut().unwrap();
     edit(fields);
     Schema::parse_str(&j.to_string()).unwrap()
