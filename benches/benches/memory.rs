@@ -22,7 +22,8 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 // SAFETY: forwards to the system allocator and only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
+        let now =
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
         PEAK.fetch_max(now.max(0) as usize, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
@@ -58,7 +59,10 @@ fn main() {
     let mut n: i64 = 0;
     while work.now_ms() < start + 330_000 {
         work.next(&mut rec);
-        tracker.record_inference(Source { partition: 0, offset: n, record_ts_ms: rec.event_time_ms }, &rec);
+        tracker.record_inference(
+            Source { partition: 0, offset: n, record_ts_ms: rec.event_time_ms },
+            &rec,
+        );
         n += 1;
         if n % 1000 == 0 {
             tracker.advance(&mut Null);
@@ -68,10 +72,21 @@ fn main() {
     let elapsed = t0.elapsed();
     let live = (LIVE.load(Ordering::Relaxed) - before) as f64;
     let keys = tracker.active_keys();
-    println!("events: {n} in {elapsed:.2?} (generating the records included; see the pipeline bench for timings)");
+    println!(
+        "events: {n} in {elapsed:.2?} (generating the records included; see the pipeline bench for timings)"
+    );
     println!("active versions: {keys}");
     println!("live heap of the tracker: {:.1} MiB", live / 1048576.0);
-    println!("memory per active version: {:.1} KiB (target <= 256 KiB)", live / keys as f64 / 1024.0);
-    println!("  of which pane and reference state (estimate): {:.1} KiB", tracker.state_heap_bytes() as f64 / keys as f64 / 1024.0);
-    println!("peak heap of the process: {:.1} MiB", PEAK.load(Ordering::Relaxed) as f64 / 1048576.0);
+    println!(
+        "memory per active version: {:.1} KiB (target <= 256 KiB)",
+        live / keys as f64 / 1024.0
+    );
+    println!(
+        "  of which pane and reference state (estimate): {:.1} KiB",
+        tracker.state_heap_bytes() as f64 / keys as f64 / 1024.0
+    );
+    println!(
+        "peak heap of the process: {:.1} MiB",
+        PEAK.load(Ordering::Relaxed) as f64 / 1048576.0
+    );
 }

@@ -102,7 +102,8 @@ impl Steady {
     }
 
     fn record_current(&mut self) {
-        let src = Source { partition: 0, offset: self.offset, record_ts_ms: self.rec.event_time_ms };
+        let src =
+            Source { partition: 0, offset: self.offset, record_ts_ms: self.rec.event_time_ms };
         self.offset += 1;
         black_box(self.tracker.record_inference(src, &self.rec));
         if self.offset % 1000 == 0 {
@@ -142,7 +143,8 @@ impl Steady {
                 Err(e) => panic!("benchmark payload failed to decode: {e}"),
             };
             if record {
-                let src = Source { partition: 0, offset: self.offset, record_ts_ms: rec.event_time_ms };
+                let src =
+                    Source { partition: 0, offset: self.offset, record_ts_ms: rec.event_time_ms };
                 self.offset += 1;
                 black_box(self.tracker.record_inference(src, rec));
                 if self.offset % 1000 == 0 {
@@ -218,7 +220,11 @@ fn pane_close_and_window(c: &mut Criterion) {
                 let until = s.work.now_ms() + 10_000;
                 while s.work.now_ms() < until {
                     s.work.next(&mut s.rec);
-                    let src = Source { partition: 0, offset: s.offset, record_ts_ms: s.rec.event_time_ms };
+                    let src = Source {
+                        partition: 0,
+                        offset: s.offset,
+                        record_ts_ms: s.rec.event_time_ms,
+                    };
                     s.offset += 1;
                     s.tracker.record_inference(src, &s.rec);
                 }

@@ -70,7 +70,9 @@ fn main() {
     let mut rng = Rng::new(7);
     let mut rec = InferenceRecord::default();
     let mut payload = Vec::new();
-    println!("baseline v41 and canary v42 at 200 requests/s each; the canary regresses at minute 10");
+    println!(
+        "baseline v41 and canary v42 at 200 requests/s each; the canary regresses at minute 10"
+    );
     let per_second = 400;
     for i in 0..(20 * 60 * per_second) {
         let t = i64::from(i) * 1000 / i64::from(per_second);

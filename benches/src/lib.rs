@@ -95,8 +95,14 @@ impl Workload {
         for (i, name) in self.feature_names.iter().enumerate() {
             rec.push_feature(name, r.normal() * (1.0 + i as f64) + i as f64);
         }
-        rec.push_category(&self.category_names[0], ["DE", "US", "FR", "GB", "IN"][(r.next_u64() % 5) as usize]);
-        rec.push_category(&self.category_names[1], ["ios", "android", "web"][(r.next_u64() % 3) as usize]);
+        rec.push_category(
+            &self.category_names[0],
+            ["DE", "US", "FR", "GB", "IN"][(r.next_u64() % 5) as usize],
+        );
+        rec.push_category(
+            &self.category_names[1],
+            ["ios", "android", "web"][(r.next_u64() % 3) as usize],
+        );
         rec.push_attribute("region", "eu-west-1");
         rec.push_attribute("route", if k % 10 == 9 { "canary" } else { "stable" });
         rec.push_attribute("host", "inference-7f9c-2");

@@ -247,16 +247,43 @@ pub(crate) struct ModelBins {
     slots: Vec<Slot>,
     numeric_names: FxHashMap<Box<str>, u32>,
     categorical_names: FxHashMap<Box<str>, u32>,
-    numeric_order: Vec<u32>,
-    categorical_order: Vec<u32>,
+    /// (slot, name hash) of the feature last seen at each position of a record: producers keep
+    /// their map order, so this spares a hash-map lookup (and a cold name) per feature.
+    numeric_order: Vec<(u32, u64)>,
+    categorical_order: Vec<(u32, u64)>,
     prediction: u32,
     label: u32,
+    /// Per slot, what binning a numeric value needs, packed: the hot path reads this and the
+    /// model's flat edge array instead of the slot (cold) and its own edge vector.
+    hot: Vec<Hot>,
+    edges: Vec<f64>,
     total_bins: u32,
     user_features: u32,
     pub(crate) drops: BinDrops,
 }
 
 const NO_SLOT: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Hot {
+    frozen: bool,
+    offset: u32,
+    edges_start: u32,
+    edges_len: u32,
+    lower: f64,
+    upper: f64,
+}
+
+/// A 64-bit hash of a feature name (length included). Two different names at the same position
+/// of a model's records would have to collide on all 64 bits to be confused.
+#[inline]
+fn name_hash(name: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(name.as_bytes());
+    h.write_usize(name.len());
+    h.finish()
+}
 
 impl ModelBins {
     pub(crate) fn new() -> Self {
@@ -268,6 +295,8 @@ impl ModelBins {
             categorical_order: Vec::new(),
             prediction: 0,
             label: 1,
+            hot: vec![Hot::default(); 2],
+            edges: Vec::new(),
             total_bins: 0,
             user_features: 0,
             drops: BinDrops::default(),
@@ -315,6 +344,7 @@ impl ModelBins {
         let id = self.slots.len() as u32;
         map.insert(name.into(), id);
         self.slots.push(Slot::new(name, kind));
+        self.hot.push(Hot::default());
         self.user_features += 1;
         Some(id)
     }
@@ -323,11 +353,22 @@ impl ModelBins {
         let offset = self.total_bins;
         self.total_bins += layout.bin_count() as u32;
         let mut index = FxHashMap::default();
-        if let BinLayout::Categorical { values } = &layout {
-            for (i, v) in values.iter().enumerate() {
-                index.insert(v.as_str().into(), i as u32);
+        let mut hot = Hot { frozen: true, offset, ..Hot::default() };
+        match &layout {
+            BinLayout::Categorical { values } => {
+                for (i, v) in values.iter().enumerate() {
+                    index.insert(v.as_str().into(), i as u32);
+                }
+            }
+            BinLayout::Numeric { lower, interior, upper } => {
+                hot.edges_start = self.edges.len() as u32;
+                hot.edges_len = interior.len() as u32;
+                hot.lower = *lower;
+                hot.upper = *upper;
+                self.edges.extend_from_slice(interior);
             }
         }
+        self.hot[slot as usize] = hot;
         let s = &mut self.slots[slot as usize];
         s.state = SlotState::Frozen { layout, index, offset };
         s.frozen_at_ms = at_ms;
@@ -340,17 +381,27 @@ impl ModelBins {
             self.drops.non_finite += 1;
             return;
         }
+        let h = self.hot[slot as usize];
+        if h.frozen {
+            // Same rule as `BinLayout::numeric_bin`, on the packed copy of the layout.
+            let edges = &self.edges[h.edges_start as usize..(h.edges_start + h.edges_len) as usize];
+            let b = if x < h.lower {
+                0
+            } else if x > h.upper {
+                edges.len() + 2
+            } else {
+                1 + edges.partition_point(|&e| e <= x)
+            };
+            let i = h.offset as usize + b;
+            if i >= bins.len() {
+                bins.resize(self.total_bins as usize, 0);
+            }
+            bins[i] += 1;
+            return;
+        }
         let s = &mut self.slots[slot as usize];
         match &mut s.state {
-            SlotState::Frozen { layout, offset, .. } => {
-                if let Some(b) = layout.numeric_bin(x) {
-                    let i = *offset as usize + b;
-                    if i >= bins.len() {
-                        bins.resize(self.total_bins as usize, 0);
-                    }
-                    bins[i] += 1;
-                }
-            }
+            SlotState::Frozen { .. } => {}
             SlotState::Collecting { numeric, seen, .. } => {
                 numeric.push(x);
                 *seen += 1;
@@ -409,33 +460,35 @@ impl ModelBins {
     ) {
         let at = rec.event_time_ms;
         for (i, (name, x)) in rec.features().enumerate() {
-            let cached = self.numeric_order.get(i).copied().unwrap_or(NO_SLOT);
-            let slot = if cached != NO_SLOT && *self.slots[cached as usize].name == *name {
-                cached
+            let h = name_hash(name);
+            let cached = self.numeric_order.get(i).copied().unwrap_or((NO_SLOT, 0));
+            let slot = if cached.0 != NO_SLOT && cached.1 == h {
+                cached.0
             } else {
                 let Some(s) = self.slot_for(name, FeatureKind::Numeric, max_features) else {
                     continue;
                 };
                 if self.numeric_order.len() <= i {
-                    self.numeric_order.resize(i + 1, NO_SLOT);
+                    self.numeric_order.resize(i + 1, (NO_SLOT, 0));
                 }
-                self.numeric_order[i] = s;
+                self.numeric_order[i] = (s, h);
                 s
             };
             self.numeric(slot, x, bins, spec, at);
         }
         for (i, (name, v)) in rec.categories().enumerate() {
-            let cached = self.categorical_order.get(i).copied().unwrap_or(NO_SLOT);
-            let slot = if cached != NO_SLOT && *self.slots[cached as usize].name == *name {
-                cached
+            let h = name_hash(name);
+            let cached = self.categorical_order.get(i).copied().unwrap_or((NO_SLOT, 0));
+            let slot = if cached.0 != NO_SLOT && cached.1 == h {
+                cached.0
             } else {
                 let Some(s) = self.slot_for(name, FeatureKind::Categorical, max_features) else {
                     continue;
                 };
                 if self.categorical_order.len() <= i {
-                    self.categorical_order.resize(i + 1, NO_SLOT);
+                    self.categorical_order.resize(i + 1, (NO_SLOT, 0));
                 }
-                self.categorical_order[i] = s;
+                self.categorical_order[i] = (s, h);
                 s
             };
             self.categorical(slot, v, bins, spec, at);

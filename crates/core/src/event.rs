@@ -30,12 +30,14 @@ struct Arena {
 }
 
 impl Arena {
+    #[inline]
     fn push(&mut self, s: &str) -> Span {
         let start = self.text.len() as u32;
         self.text.push_str(s);
         Span { start, end: self.text.len() as u32 }
     }
 
+    #[inline]
     fn get(&self, span: Span) -> &str {
         // Spans are only created by `push` on this arena, at char boundaries.
         &self.text[span.start as usize..span.end as usize]
@@ -73,6 +75,7 @@ pub struct InferenceRecord {
 
 impl InferenceRecord {
     /// Forgets the content, keeps the capacity.
+    #[inline]
     pub fn clear(&mut self) {
         self.arena.text.clear();
         self.event_time_ms = 0;
@@ -92,37 +95,45 @@ impl InferenceRecord {
     }
 
     /// Sets the model name.
+    #[inline]
     pub fn set_model(&mut self, s: &str) {
         self.model = self.arena.push(s);
     }
     /// Sets the model version.
+    #[inline]
     pub fn set_version(&mut self, s: &str) {
         self.version = self.arena.push(s);
     }
     /// Sets the optional request id.
+    #[inline]
     pub fn set_request_id(&mut self, s: Option<&str>) {
         self.request_id = s.map(|s| self.arena.push(s));
     }
     /// Sets the status (`ok` is success, anything else an error class).
+    #[inline]
     pub fn set_status(&mut self, s: &str) {
         self.status = self.arena.push(s);
     }
     /// Sets the optional predicted label.
+    #[inline]
     pub fn set_predicted_label(&mut self, s: Option<&str>) {
         self.predicted_label = s.map(|s| self.arena.push(s));
     }
     /// Adds a numeric feature.
+    #[inline]
     pub fn push_feature(&mut self, name: &str, value: f64) {
         let name = self.arena.push(name);
         self.features.push((name, value));
     }
     /// Adds a categorical feature.
+    #[inline]
     pub fn push_category(&mut self, name: &str, value: &str) {
         let name = self.arena.push(name);
         let value = self.arena.push(value);
         self.categories.push((name, value));
     }
     /// Adds a slicing attribute (`region`, `tenant`, `route`, `host`, ...).
+    #[inline]
     pub fn push_attribute(&mut self, name: &str, value: &str) {
         let name = self.arena.push(name);
         let value = self.arena.push(value);
@@ -130,48 +141,58 @@ impl InferenceRecord {
     }
 
     /// The model name.
+    #[inline]
     pub fn model(&self) -> &str {
         self.arena.get(self.model)
     }
     /// The model version.
+    #[inline]
     pub fn version(&self) -> &str {
         self.arena.get(self.version)
     }
     /// The request id, when the producer sent one.
+    #[inline]
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.map(|s| self.arena.get(s))
     }
     /// The status: `ok` or an error class.
+    #[inline]
     pub fn status(&self) -> &str {
         self.arena.get(self.status)
     }
     /// Whether the request succeeded (`status == "ok"`).
+    #[inline]
     pub fn is_ok(&self) -> bool {
         self.status() == "ok"
     }
     /// The predicted label, when the model is a classifier.
+    #[inline]
     pub fn predicted_label(&self) -> Option<&str> {
         self.predicted_label.map(|s| self.arena.get(s))
     }
     /// Numeric features in the order they were decoded.
+    #[inline]
     pub fn features(
         &self,
     ) -> impl DoubleEndedIterator<Item = (&str, f64)> + ExactSizeIterator + '_ {
         self.features.iter().map(|&(n, v)| (self.arena.get(n), v))
     }
     /// Categorical features in the order they were decoded.
+    #[inline]
     pub fn categories(
         &self,
     ) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
         self.categories.iter().map(|&(n, v)| (self.arena.get(n), self.arena.get(v)))
     }
     /// Slicing attributes in the order they were decoded.
+    #[inline]
     pub fn attributes(
         &self,
     ) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
         self.attributes.iter().map(|&(n, v)| (self.arena.get(n), self.arena.get(v)))
     }
     /// The value of one attribute (the last one when repeated).
+    #[inline]
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes().rev().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
@@ -244,6 +265,7 @@ pub enum MetricKind {
 
 impl MetricKind {
     /// Parses the contract's `kind` string: `gauge` or `counter`.
+    #[inline]
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "gauge" => Some(Self::Gauge),
@@ -271,6 +293,7 @@ pub struct MetricRecord {
 
 impl MetricRecord {
     /// Forgets the content, keeps the capacity.
+    #[inline]
     pub fn clear(&mut self) {
         self.arena.text.clear();
         self.event_time_ms = 0;
@@ -282,42 +305,51 @@ impl MetricRecord {
         self.attributes.clear();
     }
     /// Sets the model name.
+    #[inline]
     pub fn set_model(&mut self, s: &str) {
         self.model = self.arena.push(s);
     }
     /// Sets the model version.
+    #[inline]
     pub fn set_version(&mut self, s: &str) {
         self.version = self.arena.push(s);
     }
     /// Sets the metric name (`gpu_utilization`, ...).
+    #[inline]
     pub fn set_name(&mut self, s: &str) {
         self.name = self.arena.push(s);
     }
     /// Adds an attribute.
+    #[inline]
     pub fn push_attribute(&mut self, name: &str, value: &str) {
         let name = self.arena.push(name);
         let value = self.arena.push(value);
         self.attributes.push((name, value));
     }
     /// The model name.
+    #[inline]
     pub fn model(&self) -> &str {
         self.arena.get(self.model)
     }
     /// The model version.
+    #[inline]
     pub fn version(&self) -> &str {
         self.arena.get(self.version)
     }
     /// The metric name.
+    #[inline]
     pub fn name(&self) -> &str {
         self.arena.get(self.name)
     }
     /// Attributes in the order they were decoded.
+    #[inline]
     pub fn attributes(
         &self,
     ) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
         self.attributes.iter().map(|&(n, v)| (self.arena.get(n), self.arena.get(v)))
     }
     /// The value of one attribute (the last one when repeated).
+    #[inline]
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes().rev().find(|(n, _)| *n == name).map(|(_, v)| v)
     }

@@ -346,9 +346,11 @@ impl WindowLatency {
         Self { hist: spec.histogram() }
     }
 
-    /// Empties the histogram.
+    /// Empties the histogram (free when it is already empty).
     pub fn reset(&mut self) {
-        self.hist.reset();
+        if !self.hist.is_empty() {
+            self.hist.reset();
+        }
     }
 
     /// Adds a pane's buckets.
@@ -364,16 +366,30 @@ impl WindowLatency {
         if self.hist.is_empty() {
             return None;
         }
-        let q = |q: f64| {
-            let v = self.hist.value_at_quantile(q);
-            self.hist.median_equivalent(v) as f64 / 1000.0
-        };
+        // HDR's rule (`value_at_quantile`): the first bucket whose cumulative count reaches
+        // ceil(q * n), at least 1; all four quantiles in one pass over the recorded buckets.
+        let n = self.hist.len();
+        let ranks = [0.5, 0.9, 0.99, 0.999].map(|q: f64| ((q * n as f64).ceil() as u64).max(1));
+        let mut found = [0u64; 4];
+        let mut k = 0;
+        let mut cumulative = 0u64;
+        for v in self.hist.iter_recorded() {
+            cumulative += v.count_at_value();
+            while k < 4 && cumulative >= ranks[k] {
+                found[k] = self.hist.median_equivalent(v.value_iterated_to());
+                k += 1;
+            }
+            if k == 4 {
+                break;
+            }
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
         Some(LatencySummary {
-            count: self.hist.len(),
-            p50_ms: q(0.5),
-            p90_ms: q(0.9),
-            p99_ms: q(0.99),
-            p999_ms: q(0.999),
+            count: n,
+            p50_ms: ms(found[0]),
+            p90_ms: ms(found[1]),
+            p99_ms: ms(found[2]),
+            p999_ms: ms(found[3]),
         })
     }
 }
@@ -412,6 +428,22 @@ mod tests {
         for (q, got) in [(0.5, s.p50_ms), (0.9, s.p90_ms), (0.99, s.p99_ms), (0.999, s.p999_ms)] {
             let exact = quantile_exact(&mut values, q);
             assert!((got - exact).abs() / exact < 0.001, "q{q}: {got} vs {exact}");
+        }
+    }
+
+    #[test]
+    fn one_pass_quantiles_equal_hdr_value_at_quantile() {
+        let spec = LatencySpec::default();
+        let mut w = WindowLatency::new(spec);
+        let mut x = 0.77_f64;
+        for _ in 0..5_000 {
+            x = (x * 991.0 + 0.31).fract();
+            w.hist.saturating_record((1000.0 * (x * 9.0).exp()) as u64);
+        }
+        let s = w.summary().expect("non-empty");
+        for (q, got) in [(0.5, s.p50_ms), (0.9, s.p90_ms), (0.99, s.p99_ms), (0.999, s.p999_ms)] {
+            let want = w.hist.median_equivalent(w.hist.value_at_quantile(q)) as f64 / 1000.0;
+            assert_eq!(got, want, "q{q}");
         }
     }
 
