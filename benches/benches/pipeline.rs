@@ -203,9 +203,11 @@ fn decode_and_record(c: &mut Criterion) {
 /// Closing one pane per version and evaluating its window (latency quantiles, and drift of all
 /// 24 distributions against the reference and against another window), per version.
 fn pane_close_and_window(c: &mut Criterion) {
-    let mut cfg = CoreConfig::default();
     // A one-minute reference, so that the reference drift is computed within the run.
-    cfg.drift = DriftSpec::new(2_000, Duration::from_secs(60), 10, 10, 1e-4).expect("valid");
+    let cfg = CoreConfig {
+        drift: DriftSpec::new(2_000, Duration::from_secs(60), 10, 10, 1e-4).expect("valid"),
+        ..CoreConfig::default()
+    };
     let mut s = Steady::new(Enc::AvroBare, cfg, 330);
     let mut g = c.benchmark_group("per_version");
     g.sample_size(10);

@@ -136,6 +136,16 @@ pub struct ReferenceSnapshot {
 }
 
 const MAX_STATUSES: usize = 256;
+
+/// A counter series: (key, metric name id, hash of the `host` attribute).
+type SeriesKey = (u32, u32, u64);
+/// The last sample of a counter series: (host, event time, cumulative value).
+type LastSample = (Box<str>, i64, f64);
+
+fn host_hash(host: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(host)
+}
 const MAX_METRIC_NAMES: usize = 4_096;
 const OTHER: &str = "__other__";
 
@@ -204,7 +214,7 @@ pub struct Tracker {
     statuses: Interner,
     ok_status: u32,
     metric_names: Interner,
-    counters: FxHashMap<(u32, u32, Box<str>), (i64, f64)>,
+    counters: FxHashMap<SeriesKey, LastSample>,
     pool: Vec<OpenPane>,
     stats_pool: Vec<PaneStats>,
     scratch: PaneStats,
@@ -322,6 +332,20 @@ impl Tracker {
         }
     }
 
+    /// Admits an event's time and finds its key: (key, pane, watermark before the event).
+    #[inline]
+    fn admit_key(
+        &mut self,
+        src: Source,
+        t: i64,
+        model: &str,
+        version: &str,
+    ) -> Result<(u32, i64, i64), Admission> {
+        let (pane, wm_before) = self.admit(src, t)?;
+        let kid = self.key_for(model, version, pane)?;
+        Ok((kid, pane, wm_before))
+    }
+
     /// Finds or admits the key of (model, version).
     #[inline]
     fn key_for(&mut self, model: &str, version: &str, pane: i64) -> Result<u32, Admission> {
@@ -413,12 +437,8 @@ impl Tracker {
     /// Records one inference event.
     pub fn record_inference(&mut self, src: Source, rec: &InferenceRecord) -> Admission {
         let t = rec.event_time_ms;
-        let (pane, wm_before) = match self.admit(src, t) {
+        let (kid, pane, wm_before) = match self.admit_key(src, t, rec.model(), rec.version()) {
             Ok(x) => x,
-            Err(a) => return a,
-        };
-        let kid = match self.key_for(rec.model(), rec.version(), pane) {
-            Ok(k) => k,
             Err(a) => return a,
         };
         let status = match rec.status() {
@@ -456,25 +476,26 @@ impl Tracker {
     /// Records one metric event.
     pub fn record_metric(&mut self, src: Source, rec: &MetricRecord) -> Admission {
         let t = rec.event_time_ms;
-        let (pane, wm_before) = match self.admit(src, t) {
+        let (kid, pane, wm_before) = match self.admit_key(src, t, rec.model(), rec.version()) {
             Ok(x) => x,
-            Err(a) => return a,
-        };
-        let kid = match self.key_for(rec.model(), rec.version(), pane) {
-            Ok(k) => k,
             Err(a) => return a,
         };
         let mid = self.metric_names.intern(rec.name());
         let increase = if rec.kind == MetricKind::Counter {
+            // Series are found by the hash of their host, so a known series costs no allocation.
             let host = rec.attribute("host").unwrap_or("");
-            let series = (kid, mid, Box::<str>::from(host));
-            let prev = self.counters.get(&series).copied();
+            let series = (kid, mid, host_hash(host));
+            let prev = self.counters.get(&series).map(|c| (c.1, c.2));
             let inc = match prev {
                 Some((pt, _)) if t < pt => 0.0, // out of order: no increase
                 _ => counter_increase(prev.map(|p| p.1), rec.value),
             };
-            if prev.is_none_or(|(pt, _)| t >= pt) {
-                self.counters.insert(series, (t, rec.value));
+            match self.counters.get_mut(&series) {
+                Some(c) if t >= c.1 => (c.1, c.2) = (t, rec.value),
+                Some(_) => {}
+                None => {
+                    self.counters.insert(series, (host.into(), t, rec.value));
+                }
             }
             inc
         } else {
@@ -836,15 +857,15 @@ impl Tracker {
         let mut v: Vec<CounterSeries> = self
             .counters
             .iter()
-            .filter_map(|((kid, mid, host), &(time_ms, value))| {
+            .filter_map(|((kid, mid, _), (host, time_ms, value))| {
                 let k = self.keys.get(*kid as usize)?.as_ref()?;
                 Some(CounterSeries {
                     model: self.models[k.model as usize].name.to_string(),
                     version: k.version.to_string(),
                     name: self.metric_names.name(*mid).to_owned(),
                     host: host.to_string(),
-                    time_ms,
-                    value,
+                    time_ms: *time_ms,
+                    value: *value,
                 })
             })
             .collect();
@@ -859,7 +880,8 @@ impl Tracker {
         let pane = self.cfg.windows.pane_of(c.time_ms);
         let Ok(kid) = self.key_for(&c.model, &c.version, pane) else { return false };
         let mid = self.metric_names.intern(&c.name);
-        self.counters.insert((kid, mid, c.host.as_str().into()), (c.time_ms, c.value));
+        self.counters
+            .insert((kid, mid, host_hash(&c.host)), (c.host.as_str().into(), c.time_ms, c.value));
         true
     }
 
