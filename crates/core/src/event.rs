@@ -24,9 +24,15 @@ impl fmt::Debug for Span {
 }
 
 /// The text arena shared by the spans of one record.
+///
+/// Text is normally pushed as `&str`. A decoder may instead push raw bytes ([`RawText`]) and
+/// validate the whole arena once at the end ([`InferenceRecord::finish_raw`]): one UTF-8 pass
+/// over a few hundred bytes instead of one call per string.
 #[derive(Default, Clone)]
 struct Arena {
     text: String,
+    /// The arena's buffer while raw bytes are being pushed (`text` is empty meanwhile).
+    raw: Vec<u8>,
 }
 
 impl Arena {
@@ -39,9 +45,70 @@ impl Arena {
 
     #[inline]
     fn get(&self, span: Span) -> &str {
-        // Spans are only created by `push` on this arena, at char boundaries.
-        &self.text[span.start as usize..span.end as usize]
+        // Spans are made at char boundaries; `get` keeps a misuse (reading while raw bytes are
+        // being pushed) from panicking.
+        self.text.get(span.start as usize..span.end as usize).unwrap_or("")
     }
+
+    fn clear(&mut self) {
+        if self.text.capacity() < self.raw.capacity() {
+            // Left in raw mode: take the buffer back.
+            self.raw.clear();
+            self.text = String::from_utf8(std::mem::take(&mut self.raw)).unwrap_or_default();
+        }
+        self.text.clear();
+    }
+
+    fn begin_raw(&mut self) {
+        self.raw = std::mem::take(&mut self.text).into_bytes();
+        self.raw.clear();
+    }
+
+    #[inline]
+    fn push_raw(&mut self, b: &[u8]) -> Span {
+        let start = self.raw.len() as u32;
+        self.raw.extend_from_slice(b);
+        Span { start, end: self.raw.len() as u32 }
+    }
+
+    /// Validates the raw bytes as one string; every span must start and end on a char boundary
+    /// (then every span is valid UTF-8 on its own).
+    fn finish_raw(&mut self, spans: impl Iterator<Item = Span>) -> Result<(), RawTextError> {
+        match String::from_utf8(std::mem::take(&mut self.raw)) {
+            Ok(text) => self.text = text,
+            Err(e) => {
+                let valid_up_to = e.utf8_error().valid_up_to();
+                self.raw = e.into_bytes();
+                self.raw.clear();
+                self.text = String::from_utf8(std::mem::take(&mut self.raw)).unwrap_or_default();
+                return Err(RawTextError::InvalidUtf8 { offset: valid_up_to });
+            }
+        }
+        for s in spans {
+            if !self.text.is_char_boundary(s.start as usize)
+                || !self.text.is_char_boundary(s.end as usize)
+            {
+                self.text.clear();
+                return Err(RawTextError::InvalidUtf8 { offset: s.start as usize });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Text pushed as raw bytes, not validated yet (see [`InferenceRecord::begin_raw`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawText(Span);
+
+/// Raw text of a record that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RawTextError {
+    /// Invalid UTF-8 at this offset of the record's concatenated text.
+    #[error("invalid utf-8 at offset {offset} of the record's text")]
+    InvalidUtf8 {
+        /// Offset within the concatenated text of the record.
+        offset: usize,
+    },
 }
 
 /// One inference log record (`modelwatch.v1.InferenceLog`), decoded.
@@ -77,7 +144,7 @@ impl InferenceRecord {
     /// Forgets the content, keeps the capacity.
     #[inline]
     pub fn clear(&mut self) {
-        self.arena.text.clear();
+        self.arena.clear();
         self.event_time_ms = 0;
         self.model = Span::default();
         self.version = Span::default();
@@ -92,6 +159,72 @@ impl InferenceRecord {
         self.tokens_out = None;
         self.ttft_ms = None;
         self.attributes.clear();
+    }
+
+    /// Forgets the content (as [`InferenceRecord::clear`]) and starts building from raw bytes:
+    /// push every string with [`InferenceRecord::raw`], set fields with the `*_raw` methods, then
+    /// call [`InferenceRecord::finish_raw`], which validates all the text in one pass. Accessors
+    /// read empty strings until then.
+    pub fn begin_raw(&mut self) {
+        self.clear();
+        self.arena.begin_raw();
+    }
+    /// Pushes raw text (not validated until [`InferenceRecord::finish_raw`]).
+    #[inline]
+    pub fn raw(&mut self, bytes: &[u8]) -> RawText {
+        RawText(self.arena.push_raw(bytes))
+    }
+    /// Sets the model name from raw text.
+    #[inline]
+    pub fn set_model_raw(&mut self, t: RawText) {
+        self.model = t.0;
+    }
+    /// Sets the version from raw text.
+    #[inline]
+    pub fn set_version_raw(&mut self, t: RawText) {
+        self.version = t.0;
+    }
+    /// Sets the request id from raw text.
+    #[inline]
+    pub fn set_request_id_raw(&mut self, t: Option<RawText>) {
+        self.request_id = t.map(|t| t.0);
+    }
+    /// Sets the status from raw text.
+    #[inline]
+    pub fn set_status_raw(&mut self, t: RawText) {
+        self.status = t.0;
+    }
+    /// Sets the predicted label from raw text.
+    #[inline]
+    pub fn set_predicted_label_raw(&mut self, t: Option<RawText>) {
+        self.predicted_label = t.map(|t| t.0);
+    }
+    /// Adds a numeric feature named by raw text.
+    #[inline]
+    pub fn push_feature_raw(&mut self, name: RawText, value: f64) {
+        self.features.push((name.0, value));
+    }
+    /// Adds a categorical feature from raw text.
+    #[inline]
+    pub fn push_category_raw(&mut self, name: RawText, value: RawText) {
+        self.categories.push((name.0, value.0));
+    }
+    /// Adds an attribute from raw text.
+    #[inline]
+    pub fn push_attribute_raw(&mut self, name: RawText, value: RawText) {
+        self.attributes.push((name.0, value.0));
+    }
+    /// Validates the raw text pushed since [`InferenceRecord::begin_raw`]: all of it must be
+    /// UTF-8 and no string may split a character. On error the text reads as empty.
+    pub fn finish_raw(&mut self) -> Result<(), RawTextError> {
+        let spans = [self.model, self.version, self.status]
+            .into_iter()
+            .chain(self.request_id)
+            .chain(self.predicted_label)
+            .chain(self.features.iter().map(|f| f.0))
+            .chain(self.categories.iter().flat_map(|c| [c.0, c.1]))
+            .chain(self.attributes.iter().flat_map(|a| [a.0, a.1]));
+        self.arena.finish_raw(spans)
     }
 
     /// Sets the model name.
@@ -384,6 +517,35 @@ impl PartialEq for MetricRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_text_is_validated_once_and_split_characters_are_caught() {
+        let mut r = InferenceRecord::default();
+        r.begin_raw();
+        let m = r.raw(b"fraud");
+        r.set_model_raw(m);
+        let n = r.raw("caf\u{e9}".as_bytes());
+        r.push_feature_raw(n, 1.5);
+        assert_eq!(r.finish_raw(), Ok(()));
+        assert_eq!(r.model(), "fraud");
+        assert_eq!(r.features().collect::<Vec<_>>(), vec![("caf\u{e9}", 1.5)]);
+        // "é" split over two strings: the concatenation is valid, the strings are not.
+        r.begin_raw();
+        let a = r.raw(&[b'x', 0xC3]);
+        let b = r.raw(&[0xA9]);
+        r.set_model_raw(a);
+        r.set_version_raw(b);
+        assert!(r.finish_raw().is_err());
+        assert_eq!(r.model(), "");
+        r.begin_raw();
+        let bad = r.raw(&[0xff, b'a']);
+        r.set_status_raw(bad);
+        assert_eq!(r.finish_raw(), Err(RawTextError::InvalidUtf8 { offset: 0 }));
+        // The arena still works afterwards.
+        r.clear();
+        r.set_model("m");
+        assert_eq!(r.model(), "m");
+    }
 
     #[test]
     fn clear_keeps_capacity_and_forgets_content() {
