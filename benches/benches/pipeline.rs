@@ -19,6 +19,15 @@ use modelwatch_core::event::InferenceRecord;
 use modelwatch_core::{CoreConfig, Output, Source, Tracker, WindowView};
 
 const VERSIONS: usize = 1_000;
+
+/// Versions (default 1,000) and events per version in a row (default 1: round robin), from
+/// `MODELWATCH_BENCH_VERSIONS` and `MODELWATCH_BENCH_RUNS`.
+fn versions() -> usize {
+    std::env::var("MODELWATCH_BENCH_VERSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(VERSIONS)
+}
+fn runs() -> u64 {
+    std::env::var("MODELWATCH_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
 const RATE: u32 = 100;
 const START_MS: i64 = 1_700_000_000_000;
 const BATCH: u64 = 50_000;
@@ -79,10 +88,21 @@ fn decoder(enc: Enc) -> InferenceDecoder {
     }
 }
 
+/// Records one event, and closes what is due every 1,000 events as the engine would.
+fn record_into(tracker: &mut Tracker, offset: &mut i64, rec: &InferenceRecord) {
+    let src = Source { partition: 0, offset: *offset, record_ts_ms: rec.event_time_ms };
+    *offset += 1;
+    black_box(tracker.record_inference(src, rec));
+    if *offset % 1000 == 0 {
+        tracker.advance(&mut Null);
+        tracker.release(0, rec.event_time_ms - 600_000);
+    }
+}
+
 impl Steady {
     fn new(enc: Enc, cfg: CoreConfig, warm_s: i64) -> Self {
         let mut s = Self {
-            work: Workload::new(VERSIONS, RATE, START_MS, 42),
+            work: Workload::new(versions(), RATE, START_MS, 42).with_runs(runs()),
             rec: InferenceRecord::default(),
             tracker: Tracker::new(cfg),
             decoder: decoder(enc),
@@ -102,14 +122,13 @@ impl Steady {
     }
 
     fn record_current(&mut self) {
-        let src =
-            Source { partition: 0, offset: self.offset, record_ts_ms: self.rec.event_time_ms };
-        self.offset += 1;
-        black_box(self.tracker.record_inference(src, &self.rec));
-        if self.offset % 1000 == 0 {
-            self.tracker.advance(&mut Null);
-            self.tracker.release(0, self.rec.event_time_ms - 600_000);
-        }
+        let rec = std::mem::take(&mut self.rec);
+        self.record(&rec);
+        self.rec = rec;
+    }
+
+    fn record(&mut self, rec: &InferenceRecord) {
+        record_into(&mut self.tracker, &mut self.offset, rec);
     }
 
     /// Encodes the next `n` events (untimed).
@@ -143,14 +162,7 @@ impl Steady {
                 Err(e) => panic!("benchmark payload failed to decode: {e}"),
             };
             if record {
-                let src =
-                    Source { partition: 0, offset: self.offset, record_ts_ms: rec.event_time_ms };
-                self.offset += 1;
-                black_box(self.tracker.record_inference(src, rec));
-                if self.offset % 1000 == 0 {
-                    self.tracker.advance(&mut Null);
-                    self.tracker.release(0, rec.event_time_ms - 600_000);
-                }
+                record_into(&mut self.tracker, &mut self.offset, rec);
             } else {
                 black_box(rec);
             }
@@ -183,16 +195,25 @@ fn decode_and_record(c: &mut Criterion) {
         g.bench_function(format!("decode/{name}"), |b| b.iter_custom(|n| s.time(n, false)));
         g.bench_function(format!("decode_record/{name}"), |b| b.iter_custom(|n| s.time(n, true)));
     }
-    // Recording alone (records built in memory, no decoding).
+    // Recording alone: records built in memory (untimed), recorded in batches (timed).
     let mut s = Steady::new(Enc::AvroBare, CoreConfig::default(), 30);
+    let mut batch: Vec<InferenceRecord> = Vec::new();
     g.bench_function("record", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                s.work.next(&mut s.rec);
+            let mut done = 0;
+            while done < iters {
+                let n = (iters - done).min(BATCH) as usize;
+                batch.resize_with(n, InferenceRecord::default);
+                for r in &mut batch {
+                    s.work.next(r);
+                }
                 let t = Instant::now();
-                s.record_current();
+                for r in &batch {
+                    s.record(r);
+                }
                 total += t.elapsed();
+                done += n as u64;
             }
             total
         })
@@ -212,7 +233,7 @@ fn pane_close_and_window(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_version");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
-    g.throughput(Throughput::Elements(VERSIONS as u64));
+    g.throughput(Throughput::Elements(versions() as u64));
     g.bench_function("pane_close_window_drift", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

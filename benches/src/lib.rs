@@ -48,6 +48,7 @@ pub struct Workload {
     rate_per_version: u32,
     start_ms: i64,
     n: u64,
+    run: u64,
     rng: Rng,
     models: Vec<String>,
     version_names: Vec<String>,
@@ -63,12 +64,20 @@ impl Workload {
             rate_per_version,
             start_ms,
             n: 0,
+            run: 1,
             rng: Rng::new(seed),
             models: (0..versions.div_ceil(10)).map(|m| format!("model-{m:03}")).collect(),
             version_names: (0..10).map(|v| format!("v{}", 40 + v)).collect(),
             feature_names: (0..NUMERIC_FEATURES).map(|i| format!("txn_feature_{i:02}")).collect(),
             category_names: vec!["merchant_country".into(), "device_type".into()],
         }
+    }
+
+    /// Consecutive events per version before the next one: 1 is strict round robin (the worst
+    /// case for caches); a keyed producer's batch of ~20 records is typical of real input.
+    pub fn with_runs(mut self, run: u64) -> Self {
+        self.run = run.max(1);
+        self
     }
 
     /// Event time of the next event.
@@ -80,7 +89,7 @@ impl Workload {
     /// Fills `rec` with the next event.
     pub fn next(&mut self, rec: &mut InferenceRecord) {
         let t = self.now_ms();
-        let k = (self.n % self.versions as u64) as usize;
+        let k = ((self.n / self.run) % self.versions as u64) as usize;
         self.n += 1;
         let r = &mut self.rng;
         rec.clear();

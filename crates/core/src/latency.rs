@@ -319,6 +319,89 @@ impl LatencyBuckets {
     }
 }
 
+/// The latency buckets of a sliding window, kept up to date as panes enter and leave it, so a
+/// slide costs a merge of two panes instead of a replay of the whole window.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RunningLatency {
+    runs: Vec<(u32, u32)>,
+    count: u64,
+}
+
+impl RunningLatency {
+    /// Adds (`sign` = 1) or removes (`sign` = -1) a pane's buckets. Removing only what was added
+    /// before is the caller's contract; counts saturate at zero otherwise.
+    pub(crate) fn apply(&mut self, b: &LatencyBuckets, add: bool, scratch: &mut Vec<(u32, u32)>) {
+        if b.is_empty() {
+            return;
+        }
+        scratch.clear();
+        let mut a = self.runs.iter().copied().peekable();
+        let mut o = b.iter().peekable();
+        loop {
+            let next = match (a.peek().copied(), o.peek().copied()) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    a.next();
+                    o.next();
+                    let c = if add { x.1.saturating_add(y.1) } else { x.1.saturating_sub(y.1) };
+                    (x.0, c)
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    a.next();
+                    x
+                }
+                (_, Some(y)) => {
+                    o.next();
+                    if add { y } else { (y.0, 0) }
+                }
+                (Some(x), None) => {
+                    a.next();
+                    x
+                }
+                (None, None) => break,
+            };
+            if next.1 > 0 {
+                scratch.push(next);
+            }
+        }
+        std::mem::swap(&mut self.runs, scratch);
+        self.count = self.runs.iter().map(|r| u64::from(r.1)).sum();
+    }
+
+    /// Quantiles by HDR's rule (see [`WindowLatency::summary`]), `None` when empty.
+    pub(crate) fn summary(&self, q: &Quantizer) -> Option<LatencySummary> {
+        if self.count == 0 {
+            return None;
+        }
+        let n = self.count;
+        let ranks = [0.5, 0.9, 0.99, 0.999].map(|q: f64| ((q * n as f64).ceil() as u64).max(1));
+        let mut found = [0u64; 4];
+        let mut k = 0;
+        let mut cumulative = 0u64;
+        for &(b, c) in &self.runs {
+            cumulative += u64::from(c);
+            while k < 4 && cumulative >= ranks[k] {
+                found[k] = q.template.median_equivalent(u64::from(b));
+                k += 1;
+            }
+            if k == 4 {
+                break;
+            }
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Some(LatencySummary {
+            count: n,
+            p50_ms: ms(found[0]),
+            p90_ms: ms(found[1]),
+            p99_ms: ms(found[2]),
+            p999_ms: ms(found[3]),
+        })
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * 8
+    }
+}
+
 /// Latency quantiles of a window, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencySummary {
@@ -471,6 +554,30 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn running_window_equals_a_replay(
+            panes in prop::collection::vec(prop::collection::vec(0.0f64..3_000.0, 0..300), 1..12),
+            drop_first in 0usize..6,
+        ) {
+            let spec = LatencySpec::default();
+            let qz = Quantizer::new(spec);
+            let encoded: Vec<LatencyBuckets> = panes.iter().map(|vs| {
+                let mut r = LatencyRecorder::default();
+                for &v in vs { r.record(qz.bucket(v)); }
+                let mut b = LatencyBuckets::default();
+                r.drain_into(&mut b);
+                b
+            }).collect();
+            let mut running = RunningLatency::default();
+            let mut scratch = Vec::new();
+            for b in &encoded { running.apply(b, true, &mut scratch); }
+            let cut = drop_first.min(encoded.len());
+            for b in &encoded[..cut] { running.apply(b, false, &mut scratch); }
+            let mut replay = WindowLatency::new(spec);
+            for b in &encoded[cut..] { replay.add(b); }
+            prop_assert_eq!(running.summary(&qz), replay.summary());
+        }
+
         #[test]
         fn recorder_equals_direct_counting(values in prop::collection::vec(0.0f64..5_000.0, 0..20_000)) {
             let qz = Quantizer::new(LatencySpec::default());

@@ -44,7 +44,7 @@ use crate::config::CoreConfig;
 use crate::drift::Epsilon;
 use crate::event::{InferenceRecord, MetricKind, MetricRecord};
 use crate::intern::Interner;
-use crate::latency::{Quantizer, WindowLatency};
+use crate::latency::{Quantizer, RunningLatency};
 use crate::metrics::{CounterSeries, MetricAgg, counter_increase};
 use crate::pane::{OpenPane, PaneStats, add_status};
 use crate::view::{Output, PaneView, StatsView, WindowView};
@@ -177,6 +177,17 @@ struct KeyState {
     last_emitted_end: i64,
     last_event_ms: i64,
     reference: Reference,
+    /// Latency and TTFT buckets of the closed panes in `window_panes` (inclusive pane ids;
+    /// empty when the first exceeds the second).
+    window_latency: RunningLatency,
+    window_ttft: RunningLatency,
+    window_panes: (i64, i64),
+}
+
+impl KeyState {
+    fn in_window(&self, pane: i64) -> bool {
+        self.window_panes.0 <= pane && pane <= self.window_panes.1
+    }
 }
 
 #[derive(Debug, Default)]
@@ -218,8 +229,7 @@ pub struct Tracker {
     pool: Vec<OpenPane>,
     stats_pool: Vec<PaneStats>,
     scratch: PaneStats,
-    scratch_latency: WindowLatency,
-    scratch_ttft: WindowLatency,
+    merge_scratch: Vec<(u32, u32)>,
     stats: TrackerStats,
     dirty: bool,
 }
@@ -246,8 +256,7 @@ impl Tracker {
             pool: Vec::new(),
             stats_pool: Vec::new(),
             scratch: PaneStats::empty(),
-            scratch_latency: WindowLatency::new(cfg.latency),
-            scratch_ttft: WindowLatency::new(cfg.latency),
+            merge_scratch: Vec::new(),
             stats: TrackerStats::default(),
             dirty: false,
             cfg,
@@ -390,6 +399,9 @@ impl Tracker {
                 counts: Vec::new(),
                 complete: false,
             },
+            window_latency: RunningLatency::default(),
+            window_ttft: RunningLatency::default(),
+            window_panes: (i64::MAX, i64::MIN),
         };
         let id = match self.free_keys.pop() {
             Some(id) => {
@@ -614,6 +626,10 @@ impl Tracker {
                     *a += x;
                 }
             }
+            if key.in_window(o.pane) {
+                key.window_latency.apply(&o.stats.latency, true, &mut self.merge_scratch);
+                key.window_ttft.apply(&o.stats.ttft, true, &mut self.merge_scratch);
+            }
             match key.closed.binary_search_by_key(&o.pane, |c| c.0) {
                 Ok(j) => key.closed[j].1.merge(&o.stats),
                 Err(j) => {
@@ -655,17 +671,23 @@ impl Tracker {
                     continue;
                 }
             }
-            let window =
-                key.closed.iter().filter(|(p, _)| *p >= first_pane && w.pane_end(*p) <= end);
+            let last_pane = w.pane_of(end) - 1;
+            // Bring the running latency window to panes [first_pane, last_pane].
+            for (p, s) in &key.closed {
+                let was = key.window_panes.0 <= *p && *p <= key.window_panes.1;
+                let now = first_pane <= *p && *p <= last_pane;
+                if was != now {
+                    key.window_latency.apply(&s.latency, now, &mut self.merge_scratch);
+                    key.window_ttft.apply(&s.ttft, now, &mut self.merge_scratch);
+                }
+            }
+            key.window_panes = (first_pane, last_pane);
+            let window = key.closed.iter().filter(|(p, _)| *p >= first_pane && *p <= last_pane);
             self.scratch.reset();
-            self.scratch_latency.reset();
-            self.scratch_ttft.reset();
             let mut any = false;
             for (_, s) in window {
                 any = true;
                 self.scratch.merge_scalars(s);
-                self.scratch_latency.add(&s.latency);
-                self.scratch_ttft.add(&s.ttft);
             }
             // After a restore, windows that need panes before a partition's cutoff cannot be
             // rebuilt whole: the first run wrote them, so they are not emitted again.
@@ -688,8 +710,8 @@ impl Tracker {
                     },
                     start_ms: end - w.window_ms(),
                     end_ms: end,
-                    latency: self.scratch_latency.summary(),
-                    ttft: self.scratch_ttft.summary(),
+                    latency: key.window_latency.summary(&self.quantizer),
+                    ttft: key.window_ttft.summary(&self.quantizer),
                     reference,
                     epsilon: self.epsilon,
                 });
@@ -699,10 +721,15 @@ impl Tracker {
             // Drop panes no later window needs.
             let next_first = w.pane_of(end + slide - w.window_ms());
             while key.closed.front().is_some_and(|(p, _)| *p < next_first) {
-                if let Some((_, s)) = key.closed.pop_front() {
+                if let Some((p, s)) = key.closed.pop_front() {
+                    if key.in_window(p) {
+                        key.window_latency.apply(&s.latency, false, &mut self.merge_scratch);
+                        key.window_ttft.apply(&s.ttft, false, &mut self.merge_scratch);
+                    }
                     self.stats_pool.push(s);
                 }
             }
+            key.window_panes.0 = key.window_panes.0.max(next_first);
             key.next_window_end =
                 (!key.closed.is_empty() || !key.open.is_empty()).then_some(end + slide);
         }
@@ -895,6 +922,8 @@ impl Tracker {
                 k.open.iter().map(|o| o.heap_bytes()).sum::<usize>()
                     + k.closed.iter().map(|(_, s)| s.heap_bytes()).sum::<usize>()
                     + k.reference.counts.capacity() * 8
+                    + k.window_latency.heap_bytes()
+                    + k.window_ttft.heap_bytes()
             })
             .sum::<usize>()
             + self.models.iter().map(|m| m.bins.heap_bytes()).sum::<usize>()
