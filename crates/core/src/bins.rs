@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DriftSpec;
 use crate::event::InferenceRecord;
+use crate::pane::BinCounts;
 
 /// What a binned distribution describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -376,7 +377,7 @@ impl ModelBins {
 
     /// Bins one numeric value of a slot: collects it or counts it.
     #[inline]
-    fn numeric(&mut self, slot: u32, x: f64, bins: &mut Vec<u32>, spec: &DriftSpec, at_ms: i64) {
+    fn numeric(&mut self, slot: u32, x: f64, bins: &mut BinCounts, spec: &DriftSpec, at_ms: i64) {
         if !x.is_finite() {
             self.drops.non_finite += 1;
             return;
@@ -392,11 +393,7 @@ impl ModelBins {
             } else {
                 1 + edges.partition_point(|&e| e <= x)
             };
-            let i = h.offset as usize + b;
-            if i >= bins.len() {
-                bins.resize(self.total_bins as usize, 0);
-            }
-            bins[i] += 1;
+            bins.incr(h.offset as usize + b, self.total_bins as usize);
             return;
         }
         let s = &mut self.slots[slot as usize];
@@ -418,7 +415,7 @@ impl ModelBins {
         &mut self,
         slot: u32,
         v: &str,
-        bins: &mut Vec<u32>,
+        bins: &mut BinCounts,
         spec: &DriftSpec,
         at_ms: i64,
     ) {
@@ -426,11 +423,7 @@ impl ModelBins {
         match &mut s.state {
             SlotState::Frozen { layout, index, offset } => {
                 let b = index.get(v).copied().unwrap_or((layout.bin_count() - 1) as u32);
-                let i = (*offset + b) as usize;
-                if i >= bins.len() {
-                    bins.resize(self.total_bins as usize, 0);
-                }
-                bins[i] += 1;
+                bins.incr((*offset + b) as usize, self.total_bins as usize);
             }
             SlotState::Collecting { categorical, seen, .. } => {
                 if let Some(c) = categorical.get_mut(v) {
@@ -454,7 +447,7 @@ impl ModelBins {
     pub(crate) fn record(
         &mut self,
         rec: &InferenceRecord,
-        bins: &mut Vec<u32>,
+        bins: &mut BinCounts,
         spec: &DriftSpec,
         max_features: u32,
     ) {
@@ -618,7 +611,7 @@ mod tests {
         let spec =
             DriftSpec::new(10, std::time::Duration::from_secs(60), 4, 2, 1e-4).expect("valid");
         let mut m = ModelBins::new();
-        let mut bins = Vec::new();
+        let mut bins = BinCounts::default();
         let mut r = InferenceRecord::default();
         for i in 0..15 {
             r.clear();
@@ -632,7 +625,7 @@ mod tests {
         assert!(m.is_frozen(FeatureKind::Prediction, PREDICTION_FEATURE));
         assert!(!m.is_frozen(FeatureKind::Label, LABEL_FEATURE));
         // 5 events after freezing, each counted once per frozen feature.
-        let total: u32 = bins.iter().sum();
+        let total: u64 = bins.total();
         assert_eq!(total, 15);
         let layouts = m.frozen_layouts();
         let mut again = ModelBins::new();
@@ -647,7 +640,7 @@ mod tests {
     fn feature_cap_counts_drops() {
         let spec = DriftSpec::default();
         let mut m = ModelBins::new();
-        let mut bins = Vec::new();
+        let mut bins = BinCounts::default();
         let mut r = InferenceRecord::default();
         for f in ["a", "b", "c", "d"] {
             r.push_feature(f, 1.0);

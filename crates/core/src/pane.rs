@@ -135,14 +135,66 @@ pub(crate) fn add_status(statuses: &mut Vec<(u32, u64)>, s: u32, c: u64) {
     }
 }
 
+/// Bin counts of an open pane: `u16` counters (half the cache lines an event touches), each
+/// spilling into a `u64` counter when it fills up.
+#[derive(Debug, Default)]
+pub(crate) struct BinCounts {
+    narrow: Vec<u16>,
+    wide: Vec<u64>,
+}
+
+impl BinCounts {
+    /// Counts one value in bin `i`; `len` is the model's current flat length (> `i`).
+    #[inline]
+    pub(crate) fn incr(&mut self, i: usize, len: usize) {
+        if i >= self.narrow.len() {
+            self.narrow.resize(len.max(i + 1), 0);
+        }
+        let c = &mut self.narrow[i];
+        if *c == u16::MAX {
+            if i >= self.wide.len() {
+                self.wide.resize(len.max(i + 1), 0);
+            }
+            self.wide[i] += u64::from(u16::MAX);
+            *c = 0;
+        }
+        *c += 1;
+    }
+
+    fn drain_into(&mut self, out: &mut Vec<u64>) {
+        out.clear();
+        out.resize(self.narrow.len().max(self.wide.len()), 0);
+        for (o, &n) in out.iter_mut().zip(&self.narrow) {
+            *o = u64::from(n);
+        }
+        for (o, &w) in out.iter_mut().zip(&self.wide) {
+            *o += w;
+        }
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.narrow.clear();
+        self.wide.clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> u64 {
+        self.narrow.iter().map(|&n| u64::from(n)).sum::<u64>() + self.wide.iter().sum::<u64>()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.narrow.capacity() * 2 + self.wide.capacity() * 8
+    }
+}
+
 /// A pane still receiving events.
 #[derive(Debug, Default)]
 pub(crate) struct OpenPane {
     pub(crate) pane: i64,
     pub(crate) partition: u32,
     pub(crate) stats: PaneStats,
-    /// Open-pane bins are u32 and converted on close (halves the hot memory).
-    pub(crate) bins: Vec<u32>,
+    pub(crate) bins: BinCounts,
     pub(crate) latency: LatencyRecorder,
     pub(crate) ttft: LatencyRecorder,
 }
@@ -161,15 +213,31 @@ impl OpenPane {
     pub(crate) fn seal(&mut self) {
         self.latency.drain_into(&mut self.stats.latency);
         self.ttft.drain_into(&mut self.stats.ttft);
-        self.stats.bins.clear();
-        self.stats.bins.extend(self.bins.iter().map(|&b| u64::from(b)));
-        self.bins.clear();
+        self.bins.drain_into(&mut self.stats.bins);
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.stats.heap_bytes()
-            + self.bins.capacity() * 4
+            + self.bins.heap_bytes()
             + self.latency.heap_bytes()
             + self.ttft.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrow_counters_spill_without_losing_counts() {
+        let mut b = BinCounts::default();
+        for _ in 0..200_000 {
+            b.incr(3, 5);
+        }
+        b.incr(0, 5);
+        let mut out = Vec::new();
+        b.drain_into(&mut out);
+        assert_eq!(out, vec![1, 0, 0, 200_000, 0]);
+        assert_eq!(b.total(), 0);
     }
 }
