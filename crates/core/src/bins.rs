@@ -136,7 +136,7 @@ impl BinLayout {
         } else if x > *upper {
             Some(interior.len() + 2)
         } else {
-            Some(1 + interior.partition_point(|&e| e <= x))
+            Some(1 + count_at_or_below(interior, x))
         }
     }
 
@@ -265,6 +265,18 @@ pub(crate) struct ModelBins {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// How many of the sorted `edges` are `<= x`. A binary search is a chain of dependent loads
+/// (four for ten bins, twenty features per event); counting with independent comparisons
+/// vectorises and is several times faster for the few edges a layout has.
+#[inline]
+fn count_at_or_below(edges: &[f64], x: f64) -> usize {
+    if edges.len() <= 32 {
+        edges.iter().map(|&e| usize::from(e <= x)).sum()
+    } else {
+        edges.partition_point(|&e| e <= x)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Hot {
     frozen: bool,
@@ -391,7 +403,7 @@ impl ModelBins {
             } else if x > h.upper {
                 edges.len() + 2
             } else {
-                1 + edges.partition_point(|&e| e <= x)
+                1 + count_at_or_below(edges, x)
             };
             bins.incr(h.offset as usize + b, self.total_bins as usize);
             return;
