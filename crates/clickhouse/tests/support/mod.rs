@@ -372,7 +372,7 @@ impl PrivateServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let client = clickhouse::Client::default().with_url(self.url());
+        let client = clickhouse::Client::default().with_url(self.url()).with_validation(false);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if client.query("SELECT 1").fetch_one::<u8>().await.is_ok() {
@@ -395,6 +395,9 @@ impl PrivateServer {
 impl Drop for PrivateServer {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Keep the logs of a failed test.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
