@@ -265,7 +265,10 @@ mod tests {
 
     #[test]
     fn http_status_without_code() {
-        assert_eq!(classify(&E::BadResponse("503 Service Unavailable".into())), ErrorClass::Retryable);
+        assert_eq!(
+            classify(&E::BadResponse("503 Service Unavailable".into())),
+            ErrorClass::Retryable
+        );
         assert_eq!(classify(&E::BadResponse("400 Bad Request".into())), ErrorClass::Permanent);
         assert_eq!(classify(&E::TimedOut), ErrorClass::Retryable);
         assert_eq!(classify(&E::NotEnoughData), ErrorClass::Permanent);

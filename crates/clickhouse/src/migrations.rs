@@ -22,7 +22,8 @@ pub struct Migration {
 }
 
 /// The table that records applied steps. Created before any step.
-pub(crate) const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS {db}.`schema_migrations` (
+pub(crate) const SCHEMA_MIGRATIONS_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS {db}.`schema_migrations` (
     `version` UInt32,
     `name` String,
     `applied_at` DateTime

@@ -17,12 +17,7 @@ pub struct Column {
 
 /// A table of the output contract and its row type.
 pub trait Table:
-    clickhouse::RowOwned
-    + clickhouse::RowWrite
-    + clickhouse::RowRead
-    + Send
-    + Sync
-    + 'static
+    clickhouse::RowOwned + clickhouse::RowWrite + clickhouse::RowRead + Send + Sync + 'static
 {
     /// Table name in the store's database.
     const TABLE: &'static str;
@@ -121,12 +116,9 @@ mod tests {
     fn missing_and_extra_columns() {
         let err = compare_columns("t", COLS, &found(&[("a", "UInt32")])).unwrap_err();
         assert!(err.to_string().contains("column 2 is nothing, expected b String"), "{err}");
-        let err = compare_columns(
-            "t",
-            COLS,
-            &found(&[("a", "UInt32"), ("b", "String"), ("c", "UInt8")]),
-        )
-        .unwrap_err();
+        let err =
+            compare_columns("t", COLS, &found(&[("a", "UInt32"), ("b", "String"), ("c", "UInt8")]))
+                .unwrap_err();
         assert!(err.to_string().contains("column 3 is c UInt8, expected nothing"), "{err}");
     }
 

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use crate::Error;
 use crate::migrations::{MIGRATIONS, SCHEMA_MIGRATIONS_DDL, latest_version};
 use crate::rows::{
-    AlertRow, CanaryVerdictRow, CheckpointRow, CounterSeriesRow, DriftLayoutRow,
-    DriftReferenceRow, DriftScoreRow, MetricStatsRow, MigrationRow, PaneBinsRow, PaneStatsRow,
-    SilenceRow, WindowStatsRow,
+    AlertRow, CanaryVerdictRow, CheckpointRow, CounterSeriesRow, DriftLayoutRow, DriftReferenceRow,
+    DriftScoreRow, MetricStatsRow, MigrationRow, PaneBinsRow, PaneStatsRow, SilenceRow,
+    WindowStatsRow,
 };
 use crate::schema::{Table, compare_columns};
 use crate::writer::{Writer, WriterConfig};

@@ -50,7 +50,8 @@ async fn writer_survives_a_clickhouse_restart_mid_batch() {
     let retries = Arc::new(AtomicU32::new(0));
     let caller_retries = Arc::new(AtomicU32::new(0));
     let task = {
-        let (done, retries, caller_retries) = (done.clone(), retries.clone(), caller_retries.clone());
+        let (done, retries, caller_retries) =
+            (done.clone(), retries.clone(), caller_retries.clone());
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(180);
             for b in 0..BATCHES {

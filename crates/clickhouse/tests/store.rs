@@ -1,6 +1,9 @@
 //! Integration tests against a real ClickHouse (`MODELWATCH_TEST_CLICKHOUSE_URL`); each test
 //! uses its own random database.
 
+// Helpers outside #[test] fns unwrap too: a panic there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::fmt::Debug;
@@ -37,7 +40,11 @@ async fn migrations_are_idempotent() {
     assert_eq!(store.migrate().await.unwrap(), all);
     assert_eq!(store.migrate().await.unwrap(), Vec::<u32>::new());
     assert_eq!(store.applied_migrations().await.unwrap(), all);
-    let n = count(&store, &format!("SELECT count() FROM `{}`.schema_migrations FINAL", store.database())).await;
+    let n = count(
+        &store,
+        &format!("SELECT count() FROM `{}`.schema_migrations FINAL", store.database()),
+    )
+    .await;
     assert_eq!(n, u64::from(latest_version()));
     store.check_schema().await.unwrap();
     drop_db(&store).await;
@@ -64,7 +71,8 @@ async fn refuses_a_database_from_a_newer_build() {
     let store = store(&url);
     store.migrate().await.unwrap();
     let db = store.database();
-    exec(&store, &format!("INSERT INTO `{db}`.schema_migrations VALUES (999, 'future', now())")).await;
+    exec(&store, &format!("INSERT INTO `{db}`.schema_migrations VALUES (999, 'future', now())"))
+        .await;
     let err = store.migrate().await.unwrap_err();
     assert!(matches!(err, Error::SchemaTooNew { found: 999, .. }), "{err}");
     drop_db(&store).await;
@@ -92,7 +100,11 @@ async fn every_table_round_trips_its_row_type() {
     round_trip(
         &store,
         &w,
-        vec![alert("a", 1, "", "firing"), alert("a", 1, "email:ops", "firing"), alert("b", 2, "", "resolved")],
+        vec![
+            alert("a", 1, "", "firing"),
+            alert("a", 1, "email:ops", "firing"),
+            alert("b", 2, "", "resolved"),
+        ],
     )
     .await;
     round_trip(&store, &w, vec![checkpoint(0, 10, 1), checkpoint(1, 20, 1)]).await;
@@ -239,7 +251,10 @@ async fn restore_reads() {
     w.insert(&[checkpoint(0, 10, 1), checkpoint(1, 20, 1)]).await.unwrap();
     w.insert(&[checkpoint(0, 15, 2)]).await.unwrap();
     let cps = store.checkpoints("modelwatch").await.unwrap();
-    assert_eq!(cps.iter().map(|c| (c.partition, c.resume_offset)).collect::<Vec<_>>(), vec![(0, 15), (1, 20)]);
+    assert_eq!(
+        cps.iter().map(|c| (c.partition, c.resume_offset)).collect::<Vec<_>>(),
+        vec![(0, 15), (1, 20)]
+    );
     assert!(store.checkpoints("other").await.unwrap().is_empty());
 
     // Frozen layouts decode into the core's types.
@@ -281,7 +296,10 @@ async fn restore_reads() {
     assert_eq!(log.len(), 5);
     let latest = store.latest_alert_states().await.unwrap();
     assert_eq!(
-        latest.iter().map(|a| (a.fingerprint.as_str(), a.seq, a.state.as_str())).collect::<Vec<_>>(),
+        latest
+            .iter()
+            .map(|a| (a.fingerprint.as_str(), a.seq, a.state.as_str()))
+            .collect::<Vec<_>>(),
         vec![("a", 2, "firing"), ("b", 3, "resolved")]
     );
     assert_eq!(store.alert_log(3_500).await.unwrap().len(), 1);

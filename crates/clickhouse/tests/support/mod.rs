@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: the server URL gate, random databases, sample rows
 //! and a private ClickHouse server for the restart test.
-#![allow(dead_code, unreachable_pub)]
+// Helpers of tests: a panic here is a test failure with its message, which is what we want.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
