@@ -60,10 +60,10 @@
 //! WHERE model = 'fraud-detector' AND pane_start >= now() - 3600
 //! GROUP BY model, version;
 //!
-//! -- p99 latency (ms) of that span, from the merged buckets
-//! SELECT version, arrayFirst((b, c) -> c >= 0.99 * total, l.1, arrayCumSum(l.2)) / 1000 AS p99_ms
-//! FROM (SELECT version, sumMap(latency_bucket_us, latency_bucket_counts) AS l,
-//!              arraySum(l.2) AS total
+//! -- p99 latency (ms) of that span, from the merged buckets (checked on 18.16)
+//! SELECT version, l.1 AS bucket_us, arrayCumSum(l.2) AS cum,
+//!        bucket_us[arrayFirstIndex(c -> c >= 0.99 * cum[-1], cum)] / 1000 AS p99_ms
+//! FROM (SELECT version, sumMap(latency_bucket_us, latency_bucket_counts) AS l
 //!       FROM modelwatch.pane_stats FINAL
 //!       WHERE model = 'fraud-detector' AND pane_start >= now() - 3600 GROUP BY version);
 //!
@@ -97,6 +97,13 @@
 //! RowBinary encoding is the same for `LowCardinality(String)` and `String`) checked against
 //! the types the step created. The schema check already uses `system.columns.position` where
 //! the server has it.
+
+//! # Tests
+//! Integration tests run against a real server named by `MODELWATCH_TEST_CLICKHOUSE_URL`
+//! (each test in its own random database); without it they print a note and pass, except with
+//! `CI=true`, where they fail. `scripts/test-clickhouse.sh start` starts a private 18.16 on
+//! 127.0.0.1:28123 until `deploy/local/` provides one. The restart test starts, kills and
+//! restarts a server of its own (`clickhouse-server` on PATH).
 
 mod error;
 pub mod migrations;

@@ -30,15 +30,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: default_max_attempts(),
+            max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
         }
     }
-}
-
-fn default_max_attempts() -> u32 {
-    10
 }
 
 impl RetryPolicy {

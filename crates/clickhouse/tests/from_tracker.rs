@@ -15,12 +15,15 @@ use modelwatch_core::latency::LatencySpec;
 use modelwatch_core::{CoreConfig, Output, PaneView, Source, Tracker, WindowView};
 use support::*;
 
+/// A window's bin counts: (version, start, end, (feature, counts)).
+type WindowBins = (String, i64, i64, Vec<(String, Vec<u64>)>);
+
 #[derive(Default)]
 struct Rows {
     panes: Vec<PaneStatsRow>,
     bins: Vec<PaneBinsRow>,
     windows: Vec<WindowStatsRow>,
-    window_bins: Vec<(String, i64, i64, Vec<(String, Vec<u64>)>)>,
+    window_bins: Vec<WindowBins>,
     metrics: Vec<MetricStatsRow>,
 }
 
@@ -83,8 +86,11 @@ async fn windows_are_the_sql_merge_of_their_pane_rows() {
     w.insert(&out.bins).await.unwrap();
     w.insert(&out.windows).await.unwrap();
     w.insert(&out.metrics).await.unwrap();
-    let layouts: Vec<_> =
-        tracker.frozen_layouts().iter().map(|(m, f)| DriftLayoutRow::from_frozen(m, f, 1)).collect();
+    let layouts: Vec<_> = tracker
+        .frozen_layouts()
+        .iter()
+        .map(|(m, f)| DriftLayoutRow::from_frozen(m, f, 1))
+        .collect();
     assert!(!layouts.is_empty());
     w.insert(&layouts).await.unwrap();
 
