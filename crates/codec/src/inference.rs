@@ -11,7 +11,8 @@ use crate::{
     check,
     decoder::Kind,
     generic::{self, Fields},
-    json::{Ctx, EventTime, JsonDe, NumMap, StrMap, Text},
+    json::{self, Ctx, EventTime, JsonDe, NumMap, StrMap, Text},
+    json_scan::{Bail, Scan, Scanner},
     schema::{INFERENCE, OwnSchema},
 };
 
@@ -61,6 +62,10 @@ impl Kind for Inference {
             r.push_attribute(k, v);
         }
         Ok(())
+    }
+
+    fn json_fast(text: &[u8], rec: &mut InferenceRecord) -> bool {
+        json_fast(text, rec).is_ok()
     }
 
     fn json(
@@ -167,6 +172,86 @@ fn non_empty_text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<&'a [u8], 
     let at = c.pos();
     let t = text::<UTF8>(c)?;
     if t.is_empty() { Err(Fail(Problem::Empty, at)) } else { Ok(t) }
+}
+
+/// Reads one JSON object through the fast path (see [`crate::json_scan`]) into `r`. Gives up
+/// on everything the serde path would reject or read differently: what is read here is what
+/// the serde visitor below would have read.
+#[inline]
+fn json_fast(text: &[u8], r: &mut InferenceRecord) -> Scan<()> {
+    const TIME: u8 = 1;
+    const MODEL: u8 = 2;
+    const VERSION: u8 = 4;
+    const LATENCY: u8 = 8;
+    const STATUS: u8 = 16;
+    let s = &mut Scanner::new(text)?;
+    r.clear();
+    let mut seen = 0u8;
+    s.eat(b'{')?;
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        match key {
+            "event_time" => {
+                r.event_time_ms = match s.epoch_ms()? {
+                    Some(ms) => ms,
+                    None => json::rfc3339_ms(s.str()?).map_err(|_| Bail)?,
+                };
+                seen |= TIME;
+            }
+            "model" => {
+                r.set_model(check::non_empty(s.str()?).map_err(|_| Bail)?);
+                seen |= MODEL;
+            }
+            "version" => {
+                r.set_version(check::non_empty(s.str()?).map_err(|_| Bail)?);
+                seen |= VERSION;
+            }
+            "request_id" => r.set_request_id(s.opt(Scanner::str)?),
+            "latency_ms" => {
+                r.latency_ms = check::latency(s.f64()?).map_err(|_| Bail)?;
+                seen |= LATENCY;
+            }
+            "status" => {
+                r.set_status(s.str()?);
+                seen |= STATUS;
+            }
+            "prediction" => r.prediction = s.opt(Scanner::f64)?,
+            "predicted_label" => r.set_predicted_label(s.opt(Scanner::str)?),
+            "features" => {
+                if !s.null()? {
+                    s.eat(b'{')?;
+                    let mut first = true;
+                    while let Some(k) = s.key(&mut first)? {
+                        r.push_feature(k, s.f64()?);
+                    }
+                }
+            }
+            "categories" => {
+                if !s.null()? {
+                    s.eat(b'{')?;
+                    let mut first = true;
+                    while let Some(k) = s.key(&mut first)? {
+                        r.push_category(k, s.str()?);
+                    }
+                }
+            }
+            "tokens_in" => r.tokens_in = s.opt(Scanner::i64)?,
+            "tokens_out" => r.tokens_out = s.opt(Scanner::i64)?,
+            "ttft_ms" => r.ttft_ms = s.opt(Scanner::f64)?,
+            "attributes" => {
+                if !s.null()? {
+                    s.eat(b'{')?;
+                    let mut first = true;
+                    while let Some(k) = s.key(&mut first)? {
+                        r.push_attribute(k, s.str()?);
+                    }
+                }
+            }
+            _ => s.skip_scalar()?,
+        }
+    }
+    s.end()?;
+    if seen == TIME | MODEL | VERSION | LATENCY | STATUS { Ok(()) } else { Err(Bail) }
 }
 
 struct Seed<'a> {
