@@ -2,9 +2,10 @@
 //!
 //! Every read checks the remaining bytes before it trusts a length or a count, so a corrupt
 //! length can neither read out of bounds nor make anything allocate: strings are borrowed from
-//! the payload and copied into the record's arena only after they were bounds-checked and
-//! validated as UTF-8, and a map's block count must not exceed the bytes that remain (each entry
-//! takes at least one byte).
+//! the payload and copied into the record's arena only after they were bounds-checked, and a
+//! map's block count must not exceed the bytes that remain (each entry takes at least one byte).
+//! Strings are read either checked ([`Cursor::str`], one UTF-8 validation per string) or raw
+//! ([`Cursor::bytes`]) when the caller validates the record's text in one pass afterwards.
 
 use crate::{DecodeError, Position, Problem};
 
@@ -13,88 +14,111 @@ use crate::{DecodeError, Position, Problem};
 pub(crate) struct Fail(pub(crate) Problem, pub(crate) usize);
 
 /// A read position in one payload. Offsets are from the start of the payload, framing included.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    /// The bytes not read yet.
+    rest: &'a [u8],
+    /// The payload's length: the position is `len - rest.len()`.
+    len: usize,
+}
+
+/// Undoes the zigzag encoding of a varint's bits.
+#[inline(always)]
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 impl<'a> Cursor<'a> {
     pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
-        Self { buf, pos }
+        Self { rest: buf.get(pos..).unwrap_or_default(), len: buf.len() }
     }
 
+    #[inline(always)]
     pub(crate) fn pos(&self) -> usize {
-        self.pos
+        self.len - self.rest.len()
     }
 
+    #[inline(always)]
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+        self.rest.len()
     }
 
-    /// A zigzag-encoded `long` (or `int`).
-    #[inline]
+    /// A zigzag-encoded `long` (or `int`). One-byte varints (-64..=63) take the inlined path.
+    #[inline(always)]
     pub(crate) fn long(&mut self) -> Result<i64, Fail> {
-        let start = self.pos;
+        if let Some((&b, rest)) = self.rest.split_first()
+            && b < 0x80
+        {
+            self.rest = rest;
+            return Ok(unzigzag(u64::from(b)));
+        }
+        self.long_multi()
+    }
+
+    /// A varint of more than one byte (or a truncated one): at most 10 bytes, the 10th at most 1.
+    #[inline(never)]
+    fn long_multi(&mut self) -> Result<i64, Fail> {
+        let start = self.pos();
         let mut v: u64 = 0;
-        let mut shift = 0u32;
-        loop {
-            let Some(&b) = self.buf.get(self.pos) else {
-                return Err(Fail(Problem::Truncated, start));
-            };
-            self.pos += 1;
-            if shift == 63 && b > 1 {
+        for (i, &b) in self.rest.iter().enumerate().take(10) {
+            if i == 9 && b > 1 {
                 return Err(Fail(Problem::BadVarint, start));
             }
-            v |= u64::from(b & 0x7f) << shift;
+            v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
-                break;
+                self.rest = &self.rest[i + 1..];
+                return Ok(unzigzag(v));
             }
-            shift += 7;
         }
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+        // Fewer than 10 bytes, all with the continuation bit.
+        Err(Fail(Problem::Truncated, start))
     }
 
     /// A little-endian IEEE 754 `double`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn double(&mut self) -> Result<f64, Fail> {
-        let start = self.pos;
-        match self.buf.get(start..start + 8) {
-            Some(b) => {
-                self.pos += 8;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                Ok(f64::from_le_bytes(a))
+        match self.rest.split_first_chunk::<8>() {
+            Some((b, rest)) => {
+                self.rest = rest;
+                Ok(f64::from_le_bytes(*b))
             }
-            None => Err(Fail(Problem::Truncated, start)),
+            None => Err(Fail(Problem::Truncated, self.pos())),
+        }
+    }
+
+    /// A `string` (or `bytes`): a length, then that many bytes, borrowed from the payload and
+    /// not validated as UTF-8.
+    #[inline(always)]
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], Fail> {
+        let before = self.rest;
+        let len = self.long()?;
+        let split = usize::try_from(len).ok().and_then(|n| self.rest.split_at_checked(n));
+        match split {
+            Some((bytes, rest)) => {
+                self.rest = rest;
+                Ok(bytes)
+            }
+            None => Err(Fail(Problem::BadLength, self.len - before.len())),
         }
     }
 
     /// A `string`: a length, then that many bytes of UTF-8, borrowed from the payload.
     #[inline]
     pub(crate) fn str(&mut self) -> Result<&'a str, Fail> {
-        let start = self.pos;
-        let len = self.long()?;
-        if len < 0 || len as u64 > self.remaining() as u64 {
-            return Err(Fail(Problem::BadLength, start));
-        }
-        let from = self.pos;
-        let to = from + len as usize;
-        let bytes = self.buf.get(from..to).ok_or(Fail(Problem::BadLength, start))?;
-        self.pos = to;
-        std::str::from_utf8(bytes).map_err(|_| Fail(Problem::InvalidUtf8, from))
+        let bytes = self.bytes()?;
+        std::str::from_utf8(bytes).map_err(|_| Fail(Problem::InvalidUtf8, self.pos() - bytes.len()))
     }
 
     /// A union branch index, which must be below `branches`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn branch(&mut self, branches: i64) -> Result<i64, Fail> {
-        let start = self.pos;
+        let start = self.pos();
         let i = self.long()?;
         if (0..branches).contains(&i) { Ok(i) } else { Err(Fail(Problem::BadUnionIndex, start)) }
     }
 
     /// `["null", T]`: `None` for branch 0, `read` for branch 1.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn nullable<T>(
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T, Fail>,
@@ -105,40 +129,57 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A `map`: blocks of entries until a zero count. A negative count `-n` means `n` entries
-    /// preceded by the block's byte size. `entry` reads one value after its key.
-    #[inline]
-    pub(crate) fn map(
-        &mut self,
-        mut entry: impl FnMut(&mut Self, &'a str) -> Result<(), Fail>,
-    ) -> Result<(), Fail> {
-        loop {
-            let start = self.pos;
-            let mut n = self.long()?;
-            if n == 0 {
-                return Ok(());
-            }
-            if n < 0 {
-                n = n.checked_neg().ok_or(Fail(Problem::BadLength, start))?;
-                let size_at = self.pos;
-                let size = self.long()?;
-                if size < 0 || size as u64 > self.remaining() as u64 {
-                    return Err(Fail(Problem::BadLength, size_at));
-                }
-            }
-            if n as u64 > self.remaining() as u64 {
-                return Err(Fail(Problem::BadLength, start));
-            }
-            for _ in 0..n {
-                let key = self.str()?;
-                entry(self, key)?;
+    /// The entry count of a `map`'s (or an `array`'s) next block; 0 ends the map.
+    ///
+    /// A map is blocks of entries until a zero count; a negative count `-n` means `n` entries
+    /// preceded by the block's byte size. The count is checked against the remaining bytes (an
+    /// entry takes at least one), so a caller may loop over it without further checks:
+    ///
+    /// ```ignore
+    /// loop {
+    ///     let n = c.block()?;
+    ///     if n == 0 { break }
+    ///     for _ in 0..n { /* key, then value */ }
+    /// }
+    /// ```
+    #[inline(always)]
+    pub(crate) fn block(&mut self) -> Result<usize, Fail> {
+        if let Some((&b, rest)) = self.rest.split_first()
+            && b < 0x80
+            && b & 1 == 0
+        {
+            // A one-byte count 0..=63.
+            let n = usize::from(b >> 1);
+            if n <= rest.len() {
+                self.rest = rest;
+                return Ok(n);
             }
         }
+        self.block_slow()
+    }
+
+    /// [`Cursor::block`] for negative, long or out-of-bounds counts.
+    #[inline(never)]
+    fn block_slow(&mut self) -> Result<usize, Fail> {
+        let start = self.pos();
+        let mut n = self.long()?;
+        if n < 0 {
+            n = n.checked_neg().ok_or(Fail(Problem::BadLength, start))?;
+            let size_at = self.pos();
+            let size = self.long()?;
+            if size < 0 || size as u64 > self.remaining() as u64 {
+                return Err(Fail(Problem::BadLength, size_at));
+            }
+        }
+        if n as u64 > self.remaining() as u64 {
+            return Err(Fail(Problem::BadLength, start));
+        }
+        Ok(n as usize)
     }
 }
 
 /// Runs one field's read, turning a [`Fail`] into a [`DecodeError::Field`] naming the field.
-#[inline]
+#[inline(always)]
 pub(crate) fn field<'a, T>(
     c: &mut Cursor<'a>,
     name: &'static str,
@@ -221,12 +262,15 @@ mod tests {
         b.push(0);
         let mut got = Vec::new();
         let mut c = Cursor::new(&b, 0);
-        c.map(|c, k| {
-            let v = c.str()?;
-            got.push((k.to_owned(), v.to_owned()));
-            Ok(())
-        })
-        .unwrap();
+        loop {
+            let n = c.block().unwrap();
+            if n == 0 {
+                break;
+            }
+            for _ in 0..n {
+                got.push((c.str().unwrap().to_owned(), c.str().unwrap().to_owned()));
+            }
+        }
         assert_eq!(
             got,
             [("a".into(), "x".into()), ("b".into(), "y".into()), ("c".into(), "".into())]
@@ -237,8 +281,15 @@ mod tests {
     #[test]
     fn huge_map_counts_fail_without_looping() {
         let b = zz(i64::MAX);
-        assert!(matches!(Cursor::new(&b, 0).map(|_, _| Ok(())), Err(Fail(Problem::BadLength, 0))));
+        assert!(matches!(Cursor::new(&b, 0).block(), Err(Fail(Problem::BadLength, 0))));
         let b = zz(i64::MIN);
-        assert!(Cursor::new(&b, 0).map(|_, _| Ok(())).is_err());
+        assert!(Cursor::new(&b, 0).block().is_err());
+        // A one-byte count larger than what remains.
+        let mut b = zz(3);
+        b.extend_from_slice(&[0, 0]);
+        assert!(matches!(Cursor::new(&b, 0).block(), Err(Fail(Problem::BadLength, 0))));
+        let mut b = zz(2);
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(Cursor::new(&b, 0).block().unwrap(), 2);
     }
 }

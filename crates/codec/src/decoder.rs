@@ -71,6 +71,12 @@ pub(crate) trait Kind {
     fn fast(c: &mut Cursor<'_>, rec: &mut Self::Record) -> Result<(), DecodeError>;
     /// Fills `rec` from a value resolved to the contract's schema (generic path).
     fn from_fields(f: &generic::Fields<'_>, rec: &mut Self::Record) -> Result<(), DecodeError>;
+    /// Reads one JSON object (with surrounding whitespace) into `rec` through the fast path,
+    /// when it can; `false` leaves `text` to [`Kind::json`] (which then gives the same record,
+    /// or the error). The fast path never accepts what the serde path rejects.
+    fn json_fast(_text: &[u8], _rec: &mut Self::Record) -> bool {
+        false
+    }
     /// Deserialises one JSON object into `rec`.
     fn json(
         de: &mut json::JsonDe<'_>,
@@ -147,7 +153,7 @@ impl<K: Kind> Engine<K> {
         each: &mut impl FnMut(Result<&K::Record, DecodeError>),
     ) {
         if self.is_json(payload) {
-            json::decode::<K>(payload, &mut self.record, each);
+            json::decode::<K>(payload, &mut self.record, self.fast, each);
         } else {
             let r = self.avro(payload);
             each(r.map(|()| &self.record));
@@ -159,7 +165,7 @@ impl<K: Kind> Engine<K> {
             if payload.iter().all(u8::is_ascii_whitespace) {
                 return Err(DecodeError::Empty);
             }
-            json::one::<K>(payload, &mut self.record, 1)?;
+            json::one::<K>(payload, &mut self.record, 1, self.fast)?;
         } else {
             self.avro(payload)?;
         }
@@ -271,9 +277,10 @@ macro_rules! decoder {
                 self.0.format()
             }
 
-            /// Enables (the default) or disables the fast Avro path. Disabled, datums of the
-            /// contract's schema go through apache-avro like foreign writer schemas do: for
-            /// benchmarks and differential tests of the two paths.
+            /// Enables (the default) or disables the fast paths. Disabled, datums of the
+            /// contract's schema go through apache-avro like foreign writer schemas do, and JSON
+            /// objects through serde_json only: for benchmarks and differential tests of the
+            /// paths.
             pub fn set_fast_path(&mut self, enabled: bool) {
                 self.0.set_fast_path(enabled);
             }

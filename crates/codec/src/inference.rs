@@ -6,12 +6,13 @@ use modelwatch_core::event::InferenceRecord;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::{
-    DecodeError,
-    avro::{Cursor, field, non_empty},
+    DecodeError, Position, Problem,
+    avro::{Cursor, Fail, field},
     check,
     decoder::Kind,
     generic::{self, Fields},
-    json::{Ctx, EventTime, JsonDe, NumMap, StrMap, Text},
+    json::{self, Ctx, EventTime, JsonDe, NumMap, StrMap, Text},
+    json_scan::{Bail, Scan, Scanner},
     schema::{INFERENCE, OwnSchema},
 };
 
@@ -27,39 +28,15 @@ impl Kind for Inference {
 
     #[inline]
     fn fast(c: &mut Cursor<'_>, r: &mut InferenceRecord) -> Result<(), DecodeError> {
-        r.clear();
-        r.event_time_ms = field(c, "event_time", Cursor::long)?;
-        r.set_model(field(c, "model", non_empty)?);
-        r.set_version(field(c, "version", non_empty)?);
-        r.set_request_id(field(c, "request_id", |c| c.nullable(Cursor::str))?);
-        r.latency_ms = field(c, "latency_ms", |c| {
-            let at = c.pos();
-            check::latency(c.double()?).map_err(|p| crate::avro::Fail(p, at))
-        })?;
-        r.set_status(field(c, "status", Cursor::str)?);
-        r.prediction = field(c, "prediction", |c| c.nullable(Cursor::double))?;
-        r.set_predicted_label(field(c, "predicted_label", |c| c.nullable(Cursor::str))?);
-        field(c, "features", |c| {
-            c.map(|c, k| {
-                r.push_feature(k, c.double()?);
-                Ok(())
-            })
-        })?;
-        field(c, "categories", |c| {
-            c.map(|c, k| {
-                r.push_category(k, c.str()?);
-                Ok(())
-            })
-        })?;
-        r.tokens_in = field(c, "tokens_in", |c| c.nullable(Cursor::long))?;
-        r.tokens_out = field(c, "tokens_out", |c| c.nullable(Cursor::long))?;
-        r.ttft_ms = field(c, "ttft_ms", |c| c.nullable(Cursor::double))?;
-        field(c, "attributes", |c| {
-            c.map(|c, k| {
-                r.push_attribute(k, c.str()?);
-                Ok(())
-            })
-        })
+        let from = c.clone();
+        let done = fast::<false>(c, r).and_then(|()| {
+            r.finish_raw()
+                .map_err(|_| DecodeError::field("record", Problem::InvalidUtf8, Position::Unknown))
+        });
+        match done {
+            Ok(()) => Ok(()),
+            Err(e) => Err(precise(from, r).unwrap_or(e)),
+        }
     }
 
     fn from_fields(f: &Fields<'_>, r: &mut InferenceRecord) -> Result<(), DecodeError> {
@@ -87,6 +64,10 @@ impl Kind for Inference {
         Ok(())
     }
 
+    fn json_fast(text: &[u8], rec: &mut InferenceRecord) -> bool {
+        json_fast(text, rec).is_ok()
+    }
+
     fn json(
         de: &mut JsonDe<'_>,
         rec: &mut InferenceRecord,
@@ -94,6 +75,183 @@ impl Kind for Inference {
     ) -> serde_json::Result<()> {
         Seed { rec, ctx }.deserialize(de)
     }
+}
+
+/// Reads the datum into `r` with raw text: strings are pushed unvalidated, the caller validates
+/// them at once with [`InferenceRecord::finish_raw`]. With `UTF8`, every string is also
+/// validated as it is read, so that the first error is the same one the checked reads of the
+/// other paths give (field and byte offset).
+#[inline(always)]
+fn fast<const UTF8: bool>(c: &mut Cursor<'_>, r: &mut InferenceRecord) -> Result<(), DecodeError> {
+    r.begin_raw();
+    r.event_time_ms = field(c, "event_time", Cursor::long)?;
+    let t = field(c, "model", non_empty_text::<UTF8>)?;
+    let t = r.raw(t);
+    r.set_model_raw(t);
+    let t = field(c, "version", non_empty_text::<UTF8>)?;
+    let t = r.raw(t);
+    r.set_version_raw(t);
+    let t = field(c, "request_id", |c| c.nullable(text::<UTF8>))?;
+    let t = t.map(|t| r.raw(t));
+    r.set_request_id_raw(t);
+    r.latency_ms = field(c, "latency_ms", |c| {
+        let at = c.pos();
+        check::latency(c.double()?).map_err(|p| Fail(p, at))
+    })?;
+    let t = field(c, "status", text::<UTF8>)?;
+    let t = r.raw(t);
+    r.set_status_raw(t);
+    r.prediction = field(c, "prediction", |c| c.nullable(Cursor::double))?;
+    let t = field(c, "predicted_label", |c| c.nullable(text::<UTF8>))?;
+    let t = t.map(|t| r.raw(t));
+    r.set_predicted_label_raw(t);
+    field(c, "features", |c| {
+        loop {
+            let n = c.block()?;
+            if n == 0 {
+                return Ok(());
+            }
+            for _ in 0..n {
+                let k = text::<UTF8>(c)?;
+                let v = c.double()?;
+                let k = r.raw(k);
+                r.push_feature_raw(k, v);
+            }
+        }
+    })?;
+    field(c, "categories", |c| {
+        loop {
+            let n = c.block()?;
+            if n == 0 {
+                return Ok(());
+            }
+            for _ in 0..n {
+                let k = text::<UTF8>(c)?;
+                let v = text::<UTF8>(c)?;
+                let (k, v) = (r.raw(k), r.raw(v));
+                r.push_category_raw(k, v);
+            }
+        }
+    })?;
+    r.tokens_in = field(c, "tokens_in", |c| c.nullable(Cursor::long))?;
+    r.tokens_out = field(c, "tokens_out", |c| c.nullable(Cursor::long))?;
+    r.ttft_ms = field(c, "ttft_ms", |c| c.nullable(Cursor::double))?;
+    field(c, "attributes", |c| {
+        loop {
+            let n = c.block()?;
+            if n == 0 {
+                return Ok(());
+            }
+            for _ in 0..n {
+                let k = text::<UTF8>(c)?;
+                let v = text::<UTF8>(c)?;
+                let (k, v) = (r.raw(k), r.raw(v));
+                r.push_attribute_raw(k, v);
+            }
+        }
+    })
+}
+
+/// The error of a datum the raw read rejected, found again by a read that validates every
+/// string where it stands (`from` is where the datum starts).
+#[cold]
+#[inline(never)]
+fn precise(mut from: Cursor<'_>, r: &mut InferenceRecord) -> Option<DecodeError> {
+    fast::<true>(&mut from, r).err()
+}
+
+/// A string's bytes, validated as UTF-8 when `UTF8`.
+#[inline(always)]
+fn text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<&'a [u8], Fail> {
+    if UTF8 { c.str().map(str::as_bytes) } else { c.bytes() }
+}
+
+/// [`text`] that must not be empty.
+#[inline(always)]
+fn non_empty_text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<&'a [u8], Fail> {
+    let at = c.pos();
+    let t = text::<UTF8>(c)?;
+    if t.is_empty() { Err(Fail(Problem::Empty, at)) } else { Ok(t) }
+}
+
+/// Reads one JSON object through the fast path (see [`crate::json_scan`]) into `r`. Gives up
+/// on everything the serde path would reject or read differently: what is read here is what
+/// the serde visitor below would have read.
+#[inline]
+fn json_fast(text: &[u8], r: &mut InferenceRecord) -> Scan<()> {
+    const TIME: u8 = 1;
+    const MODEL: u8 = 2;
+    const VERSION: u8 = 4;
+    const LATENCY: u8 = 8;
+    const STATUS: u8 = 16;
+    let s = &mut Scanner::new(text)?;
+    r.clear();
+    let mut seen = 0u8;
+    s.eat(b'{')?;
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        match key {
+            "event_time" => {
+                r.event_time_ms = match s.epoch_ms()? {
+                    Some(ms) => ms,
+                    None => json::rfc3339_ms(s.str()?).map_err(|_| Bail)?,
+                };
+                seen |= TIME;
+            }
+            "model" => {
+                r.set_model(check::non_empty(s.str()?).map_err(|_| Bail)?);
+                seen |= MODEL;
+            }
+            "version" => {
+                r.set_version(check::non_empty(s.str()?).map_err(|_| Bail)?);
+                seen |= VERSION;
+            }
+            "request_id" => r.set_request_id(s.opt(Scanner::str)?),
+            "latency_ms" => {
+                r.latency_ms = check::latency(s.f64()?).map_err(|_| Bail)?;
+                seen |= LATENCY;
+            }
+            "status" => {
+                r.set_status(s.str()?);
+                seen |= STATUS;
+            }
+            "prediction" => r.prediction = s.opt(Scanner::f64)?,
+            "predicted_label" => r.set_predicted_label(s.opt(Scanner::str)?),
+            "features" => {
+                if !s.null()? {
+                    s.eat(b'{')?;
+                    let mut first = true;
+                    while let Some(k) = s.key(&mut first)? {
+                        r.push_feature(k, s.f64()?);
+                    }
+                }
+            }
+            "categories" => {
+                if !s.null()? {
+                    s.eat(b'{')?;
+                    let mut first = true;
+                    while let Some(k) = s.key(&mut first)? {
+                        r.push_category(k, s.str()?);
+                    }
+                }
+            }
+            "tokens_in" => r.tokens_in = s.opt(Scanner::i64)?,
+            "tokens_out" => r.tokens_out = s.opt(Scanner::i64)?,
+            "ttft_ms" => r.ttft_ms = s.opt(Scanner::f64)?,
+            "attributes" => {
+                if !s.null()? {
+                    s.eat(b'{')?;
+                    let mut first = true;
+                    while let Some(k) = s.key(&mut first)? {
+                        r.push_attribute(k, s.str()?);
+                    }
+                }
+            }
+            _ => s.skip_scalar()?,
+        }
+    }
+    s.end()?;
+    if seen == TIME | MODEL | VERSION | LATENCY | STATUS { Ok(()) } else { Err(Bail) }
 }
 
 struct Seed<'a> {

@@ -6,10 +6,14 @@
 //! end on its line (a pretty-printed object) is followed onto the next lines; after an error,
 //! decoding resumes at the next line.
 //!
-//! Objects are read through serde visitors into the record: keys and string values are borrowed
-//! from the payload and copied into the record's arena, no `serde_json::Value` is built, so an
-//! object without escaped strings allocates nothing once the record is warm. Strings with
-//! escapes are unescaped into a temporary `String`.
+//! An inference object is first tried on the fast path ([`crate::json_scan`]: plain strings,
+//! numbers, nulls, scalar unknown fields), which reads exactly what the serde path reads or
+//! gives up; anything else (escapes, nested unknown values, every error) goes through serde
+//! visitors into the record, so errors are serde_json's, with line and column. On both paths
+//! keys and string values are borrowed from the payload and copied into the record's arena, no
+//! `serde_json::Value` is built, so an object without escaped strings allocates nothing once the
+//! record is warm. Strings with escapes are unescaped into a temporary `String`. Numbers are
+//! correctly rounded on both paths (serde_json's `float_roundtrip`).
 //!
 //! `event_time` is epoch milliseconds (an integer, or a float truncated towards zero) or an
 //! RFC 3339 string with an offset (`Z` or `+02:00`). Missing optional fields are null (maps are
@@ -219,7 +223,11 @@ pub(crate) fn one<K: Kind>(
     text: &[u8],
     rec: &mut K::Record,
     first_line: usize,
+    fast: bool,
 ) -> Result<(), DecodeError> {
+    if fast && K::json_fast(text, rec) {
+        return Ok(());
+    }
     let mut ctx = Ctx::default();
     let mut de = serde_json::Deserializer::from_slice(text);
     K::json(&mut de, rec, &mut ctx)
@@ -231,6 +239,7 @@ pub(crate) fn one<K: Kind>(
 pub(crate) fn decode<K: Kind>(
     payload: &[u8],
     rec: &mut K::Record,
+    fast: bool,
     each: &mut impl FnMut(Result<&K::Record, DecodeError>),
 ) {
     let mut pos = 0;
@@ -242,6 +251,12 @@ pub(crate) fn decode<K: Kind>(
         let text = &rest[..nl.unwrap_or(rest.len())];
         if !text.iter().all(|&b| is_ws(b)) {
             any = true;
+            if fast && K::json_fast(text, rec) {
+                each(Ok(&*rec));
+                pos += text.len() + 1;
+                line += 1;
+                continue;
+            }
             let mut ctx = Ctx::default();
             let mut de = serde_json::Deserializer::from_slice(text);
             match K::json(&mut de, rec, &mut ctx).and_then(|()| de.end()) {
@@ -252,7 +267,7 @@ pub(crate) fn decode<K: Kind>(
                         serde_json::Deserializer::from_slice(rest).into_iter::<IgnoredAny>();
                     if let Some(Ok(_)) = scan.next() {
                         let span = &rest[..scan.byte_offset()];
-                        each(one::<K>(span, rec, line).map(|()| &*rec));
+                        each(one::<K>(span, rec, line, fast).map(|()| &*rec));
                         line += span.iter().filter(|&&b| b == b'\n').count();
                         pos += span.len();
                         continue;

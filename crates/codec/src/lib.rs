@@ -32,6 +32,7 @@ mod error;
 mod generic;
 mod inference;
 mod json;
+mod json_scan;
 mod metric;
 #[cfg(feature = "registry")]
 mod registry;

@@ -41,10 +41,16 @@ impl Kind for Metric {
             check::kind(c.str()?).map_err(|p| Fail(p, at))
         })?;
         field(c, "attributes", |c| {
-            c.map(|c, k| {
-                r.push_attribute(k, c.str()?);
-                Ok(())
-            })
+            loop {
+                let n = c.block()?;
+                if n == 0 {
+                    return Ok(());
+                }
+                for _ in 0..n {
+                    let k = c.str()?;
+                    r.push_attribute(k, c.str()?);
+                }
+            }
         })
     }
 

@@ -224,6 +224,58 @@ fn validation_names_the_field_and_the_byte_offset() {
     assert_eq!(err.field_name(), Some("attributes"), "{err:?}");
 }
 
+/// Replaces the first occurrence of `from` in `bytes` by `to` (same length).
+fn patch(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+    bytes[at..at + to.len()].copy_from_slice(to);
+    at
+}
+
+#[test]
+fn invalid_utf8_names_the_field_and_the_byte_offset() {
+    let s = inference_log_schema();
+    let mut d = InferenceDecoder::new(Format::Avro);
+    let invalid = |field, at| DecodeError::Field { field, problem: Problem::InvalidUtf8, at };
+    let same = |a: &DecodeError, b: &DecodeError| a.to_string() == b.to_string();
+
+    // One string with a byte that is never UTF-8.
+    let mut inf = Inf::sample(0);
+    inf.model = "m#Q".into();
+    let mut bytes = bare(&s, inf.value());
+    let at = patch(&mut bytes, b"m#Q", b"m#\xff");
+    let err = d.decode_one(&bytes).unwrap_err();
+    assert!(same(&err, &invalid("model", Position::Byte(at))), "{err:?}");
+
+    // A character split over two strings: the record's text is valid, the strings are not.
+    let mut inf = Inf::sample(0);
+    inf.model = "m#".into();
+    inf.version = "Q".into();
+    let mut bytes = bare(&s, inf.value());
+    let at = patch(&mut bytes, b"m#", &[b'm', 0xC3]);
+    patch(&mut bytes, &[2, b'Q'], &[2, 0xA9]);
+    let err = d.decode_one(&bytes).unwrap_err();
+    assert!(same(&err, &invalid("model", Position::Byte(at))), "{err:?}");
+
+    // The same in the last map; the first error of the datum wins.
+    let mut inf = Inf::sample(0);
+    inf.attributes = [("zone#".to_string(), "Q".to_string())].into();
+    let mut bytes = bare(&s, inf.value());
+    let at = patch(&mut bytes, b"zone#", &[b'z', b'o', b'n', b'e', 0xC3]);
+    patch(&mut bytes, &[2, b'Q'], &[2, 0xA9]);
+    let err = d.decode_one(&bytes).unwrap_err();
+    assert!(same(&err, &invalid("attributes", Position::Byte(at))), "{err:?}");
+    inf.model = "m#Q".into();
+    inf.latency_ms = -1.0;
+    let mut bytes = bare(&s, inf.value());
+    let at = patch(&mut bytes, b"m#Q", b"m#\xff");
+    let err = d.decode_one(&bytes).unwrap_err();
+    assert!(same(&err, &invalid("model", Position::Byte(at))), "{err:?}");
+
+    // The decoder's record is whole again for the next datum.
+    let inf = Inf::sample(1);
+    assert_eq!(one(&mut d, &bare(&s, inf.value())).unwrap(), inf.record());
+}
+
 #[test]
 fn metric_events_round_trip_and_validate_kind() {
     let s = metric_event_schema();
