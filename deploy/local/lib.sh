@@ -20,6 +20,10 @@ MODELWATCH_CH_HTTP_PORT="${MODELWATCH_CH_HTTP_PORT:-18123}"
 MODELWATCH_CH_TCP_PORT="${MODELWATCH_CH_TCP_PORT:-19000}"
 MODELWATCH_CH_DIR="${MODELWATCH_CH_DIR:-$MODELWATCH_CACHE/run/clickhouse}"
 
+# Absolute paths, so pid checks (which match on paths) agree whatever the caller's directory.
+MODELWATCH_BROKER_DIR="$(realpath -m -- "$MODELWATCH_BROKER_DIR")"
+MODELWATCH_CH_DIR="$(realpath -m -- "$MODELWATCH_CH_DIR")"
+
 # Seconds to wait for a service to answer after start, and for it to exit after SIGTERM.
 MODELWATCH_START_TIMEOUT="${MODELWATCH_START_TIMEOUT:-60}"
 MODELWATCH_STOP_TIMEOUT="${MODELWATCH_STOP_TIMEOUT:-20}"
