@@ -58,7 +58,7 @@ log "starting tansu broker in $dir on $listener (storage $engine)"
     cd "$dir"
     # tansu also reads CLUSTER_ID, LISTENER_URL, STORAGE_ENGINE, ... from the environment and a
     # .env file: the flags below win over both.
-    RUST_LOG="${RUST_LOG:-warn}" spawn "$dir/broker.log" "$pidfile" \
+    NO_COLOR=1 RUST_LOG="${RUST_LOG:-warn}" spawn "$dir/broker.log" "$pidfile" \
         "$TANSU_BIN" broker --cluster-id modelwatch \
         --listener-url "$listener" --advertised-listener-url "$listener" \
         --storage-engine "$engine"

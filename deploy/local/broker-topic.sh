@@ -54,7 +54,14 @@ create)
         log "created topic $name ($partitions partitions) on $broker"
     else
         grep -qi "already exists" <<<"$out" || die "creating topic $name on $broker failed: $out"
-        log "topic $name already exists on $broker"
+        have="$("$TANSU_BIN" topic list --broker "$broker" 2>/dev/null | python3 -c '
+import json, sys
+print(next((len(t["partitions"] or []) for t in json.load(sys.stdin) if t["name"] == sys.argv[1]), "?"))
+' "$name" 2>/dev/null || echo "?")"
+        log "topic $name already exists on $broker ($have partitions)"
+        if [[ "$have" != "?" && "$have" != "$partitions" ]]; then
+            log "WARNING: topic $name has $have partitions, not the $partitions asked for (delete it to change that)"
+        fi
     fi
     ;;
 esac
