@@ -20,6 +20,9 @@ MODELWATCH_CH_HTTP_PORT="${MODELWATCH_CH_HTTP_PORT:-18123}"
 MODELWATCH_CH_TCP_PORT="${MODELWATCH_CH_TCP_PORT:-19000}"
 MODELWATCH_CH_DIR="${MODELWATCH_CH_DIR:-$MODELWATCH_CACHE/run/clickhouse}"
 
+# Where services.sh up writes the env lines for tests to source.
+MODELWATCH_SERVICES_ENV="${MODELWATCH_SERVICES_ENV:-$MODELWATCH_CACHE/run/services.env}"
+
 # Absolute paths, so pid checks (which match on paths) agree whatever the caller's directory.
 MODELWATCH_BROKER_DIR="$(realpath -m -- "$MODELWATCH_BROKER_DIR")"
 MODELWATCH_CH_DIR="$(realpath -m -- "$MODELWATCH_CH_DIR")"
@@ -50,6 +53,20 @@ require_port() {
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() {
     (exec 3<>"/dev/tcp/$MODELWATCH_HOST/$1") 2>/dev/null
+}
+
+# free_port START: prints the first port from START up (at most 200 tried) that nothing listens on
+# at 127.0.0.1. Another process may still take it before it is used: callers that start a
+# service on it get a clear "port in use" error in that case.
+free_port() {
+    local p
+    for ((p = $1; p < $1 + 200 && p < 65536; p++)); do
+        if ! port_open "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
 }
 
 # pid_alive PIDFILE MARKER: prints the pid and succeeds when the pid file names a live process

@@ -4,9 +4,9 @@
 # start again (warm), persistence across the restart, idempotent up/down. Prints timings.
 # Usage: deploy/local/selftest.sh
 # Uses its own instance directories and ports so it leaves the default services alone:
-#   broker 127.0.0.1:29092 in $MODELWATCH_CACHE/run/selftest-broker,
-#   ClickHouse http 28123 / tcp 29000 in $MODELWATCH_CACHE/run/selftest-clickhouse,
-#   second ClickHouse http 28124 / tcp 29001 in $MODELWATCH_CACHE/run/selftest-clickhouse2.
+#   broker in $MODELWATCH_CACHE/run/selftest-broker, ClickHouse in .../selftest-clickhouse, a
+#   second ClickHouse in .../selftest-clickhouse2, on the first free ports from 39092, 38123,
+#   39000, 38223, 39100 (override with MODELWATCH_SELFTEST_PORTS="B H T H2 T2").
 # confluent-kafka is pip-installed into a venv at $MODELWATCH_CACHE/pyvenv when missing.
 # Set MODELWATCH_SELFTEST_KEEP=1 to leave the services running (and their data) at the end.
 set -euo pipefail
@@ -15,15 +15,26 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$here/lib.sh"
 
 export MODELWATCH_CACHE
-export MODELWATCH_BROKER_PORT=29092
 export MODELWATCH_BROKER_DIR="$MODELWATCH_CACHE/run/selftest-broker"
 export MODELWATCH_BROKER_STORAGE=sqlite
-export MODELWATCH_CH_HTTP_PORT=28123
-export MODELWATCH_CH_TCP_PORT=29000
 export MODELWATCH_CH_DIR="$MODELWATCH_CACHE/run/selftest-clickhouse"
+export MODELWATCH_SERVICES_ENV="$MODELWATCH_CACHE/run/selftest-services.env"
 ch2_dir="$MODELWATCH_CACHE/run/selftest-clickhouse2"
-ch2_http=28124
-ch2_tcp=29001
+# Stop what an earlier (interrupted) run left, before looking for free ports.
+"$here/clickhouse-stop.sh" --dir "$ch2_dir" --wipe
+"$here/services.sh" down --wipe
+if [[ -n "${MODELWATCH_SELFTEST_PORTS:-}" ]]; then
+    read -r MODELWATCH_BROKER_PORT MODELWATCH_CH_HTTP_PORT MODELWATCH_CH_TCP_PORT ch2_http ch2_tcp \
+        <<<"$MODELWATCH_SELFTEST_PORTS"
+else
+    MODELWATCH_BROKER_PORT="$(free_port 39092)"
+    MODELWATCH_CH_HTTP_PORT="$(free_port 38123)"
+    MODELWATCH_CH_TCP_PORT="$(free_port 39000)"
+    ch2_http="$(free_port 38223)"
+    ch2_tcp="$(free_port 39100)"
+fi
+export MODELWATCH_BROKER_PORT MODELWATCH_CH_HTTP_PORT MODELWATCH_CH_TCP_PORT
+log "ports: broker $MODELWATCH_BROKER_PORT, ClickHouse $MODELWATCH_CH_HTTP_PORT/$MODELWATCH_CH_TCP_PORT, second ClickHouse $ch2_http/$ch2_tcp"
 topic=modelwatch-selftest
 table=selftest_events
 
@@ -87,22 +98,22 @@ if ! "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
     "$venv/bin/pip" install -q confluent-kafka || die "pip install confluent-kafka failed"
 fi
 
-# Start from nothing: no leftover instance of an earlier run.
-"$here/clickhouse-stop.sh" --dir "$ch2_dir" --wipe
-"$here/services.sh" down --wipe
-
 tansu_was_built=no
 [[ -x "$TANSU_BIN" ]] && tansu_was_built=yes
 check "install tansu" timed "install-tansu.sh (binary present before: $tansu_was_built)" "$here/install-tansu.sh"
 check "install clickhouse" timed "install-clickhouse.sh" "$here/install-clickhouse.sh"
 
 check "services up (fresh data)" timed "services.sh up, fresh data dirs" "$here/services.sh" up
+if ((failed)); then
+    echo "selftest: $passed passed, $failed failed (services did not start; nothing more to check)"
+    exit 1
+fi
 check "services up again while running" timed "services.sh up, already running" "$here/services.sh" up
 check "status says both run" "$here/services.sh" status
-# shellcheck disable=SC1091
-set -a && . "$MODELWATCH_CACHE/run/services.env" && set +a
-check "env names the brokers" test "$MODELWATCH_TEST_BROKERS" = "127.0.0.1:29092"
-check "env names the ClickHouse URL" test "$MODELWATCH_TEST_CLICKHOUSE_URL" = "http://127.0.0.1:28123"
+# shellcheck disable=SC1090,SC1091
+set -a && . "$MODELWATCH_SERVICES_ENV" && set +a
+check "env names the brokers" test "$MODELWATCH_TEST_BROKERS" = "127.0.0.1:$MODELWATCH_BROKER_PORT"
+check "env names the ClickHouse URL" test "$MODELWATCH_TEST_CLICKHOUSE_URL" = "http://127.0.0.1:$MODELWATCH_CH_HTTP_PORT"
 
 check "create topic (4 partitions)" timed "broker-topic.sh create (first topic after start)" \
     "$here/broker-topic.sh" create "$topic" --partitions 4 --port "$MODELWATCH_BROKER_PORT"
@@ -126,7 +137,7 @@ check "second ClickHouse has its own data" test \
 check "clickhouse-client on the tcp port" test "$(clickhouse-client --port "$ch2_tcp" -q 'SELECT 2')" = 2
 check "first ClickHouse still answers" test "$(ch_query "$MODELWATCH_TEST_CLICKHOUSE_URL" 'SELECT 1')" = 1
 check "same ports in another dir refused" fails "$here/clickhouse-start.sh" \
-    --dir "$MODELWATCH_CACHE/run/selftest-clickhouse3" --http-port "$ch2_http" --tcp-port 29002
+    --dir "$MODELWATCH_CACHE/run/selftest-clickhouse3" --http-port "$ch2_http" --tcp-port "$(free_port 39200)"
 rm -rf "$MODELWATCH_CACHE/run/selftest-clickhouse3"
 check "second ClickHouse stops" timed "second ClickHouse stop" "$here/clickhouse-stop.sh" --dir "$ch2_dir" --wipe
 

@@ -2,7 +2,8 @@
 # One entry point for the local test services: a tansu broker and a ClickHouse instance.
 # Usage: deploy/local/services.sh up|down|status|env [--wipe]
 #   up      install what is missing (tansu build ~7 min cold), start both, wait until they answer,
-#           print the env lines below on stdout and write them to $MODELWATCH_CACHE/run/services.env
+#           print the env lines below on stdout and write them to $MODELWATCH_SERVICES_ENV
+#           (default $MODELWATCH_CACHE/run/services.env)
 #   down    stop both (idempotent); with --wipe also delete their data directories
 #   status  report each; exit 0 when both run, 3 otherwise
 #   env     print the env lines (whether or not the services run)
@@ -11,6 +12,7 @@
 #             MODELWATCH_TANSU_BIN=$MODELWATCH_CACHE/tansu/bin/tansu
 # Ports and directories come from MODELWATCH_BROKER_PORT, MODELWATCH_BROKER_DIR,
 # MODELWATCH_BROKER_STORAGE, MODELWATCH_CH_HTTP_PORT, MODELWATCH_CH_TCP_PORT, MODELWATCH_CH_DIR.
+# Each of these scripts runs fine in parallel with other instances (other dirs and ports).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 # shellcheck source=lib.sh
@@ -40,15 +42,15 @@ up)
         --http-port "$MODELWATCH_CH_HTTP_PORT" --tcp-port "$MODELWATCH_CH_TCP_PORT" >/dev/null
     "$here/broker-start.sh" --dir "$MODELWATCH_BROKER_DIR" --port "$MODELWATCH_BROKER_PORT" \
         --storage "$MODELWATCH_BROKER_STORAGE" >/dev/null
-    mkdir -p "$MODELWATCH_CACHE/run"
-    env_lines >"$MODELWATCH_CACHE/run/services.env"
-    log "services up in $(($(now_ms) - start)) ms; env in $MODELWATCH_CACHE/run/services.env"
+    mkdir -p "$(dirname "$MODELWATCH_SERVICES_ENV")"
+    env_lines >"$MODELWATCH_SERVICES_ENV"
+    log "services up in $(($(now_ms) - start)) ms; env in $MODELWATCH_SERVICES_ENV"
     env_lines
     ;;
 down)
     "$here/broker-stop.sh" --dir "$MODELWATCH_BROKER_DIR" "${wipe[@]}"
     "$here/clickhouse-stop.sh" --dir "$MODELWATCH_CH_DIR" "${wipe[@]}"
-    rm -f "$MODELWATCH_CACHE/run/services.env"
+    rm -f "$MODELWATCH_SERVICES_ENV"
     ;;
 status)
     rc=0
