@@ -41,8 +41,9 @@ marker="--listener-url $listener"
 metadata_ok() { timeout 10 "$TANSU_BIN" topic list --broker "$listener" >/dev/null 2>&1; }
 
 if pid="$(pid_alive "$pidfile" "tansu broker")"; then
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker" ||
-        die "a broker already runs in $dir (pid $pid) on another port; stop it first (broker-stop.sh --dir $dir)"
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    { grep -qF -- "$marker" <<<"$cmdline" && grep -qF -- "--storage-engine $engine" <<<"$cmdline"; } ||
+        die "a broker already runs in $dir (pid $pid) with another port or storage ($cmdline); stop it first (broker-stop.sh --dir $dir)"
     metadata_ok || die "broker in $dir (pid $pid) runs but does not answer on $listener; see $dir/broker.log"
     log "broker already running in $dir (pid $pid) at $MODELWATCH_HOST:$port"
     echo "$MODELWATCH_HOST:$port"

@@ -44,6 +44,7 @@ if pid="$(pid_alive "$pidfile" "$config")"; then
 fi
 
 "$here/install-clickhouse.sh"
+server_bin="$(clickhouse_server_bin)" || die "clickhouse-server not found after install"
 command -v curl >/dev/null 2>&1 || die "curl is needed to check ClickHouse's /ping"
 for p in "$http_port" "$tcp_port"; do
     port_open "$p" && die "port $MODELWATCH_HOST:$p is already in use by another process (not the ClickHouse instance of $dir)"
@@ -124,7 +125,7 @@ XML
 start="$(now_ms)"
 log "starting ClickHouse in $dir (http $http_port, tcp $tcp_port)"
 # Runs in the foreground of its own session (no --daemon), so the pid is the server's.
-(cd "$dir" && spawn "$dir/log/stdout.log" "$pidfile" clickhouse-server --config-file="$config")
+(cd "$dir" && spawn "$dir/log/stdout.log" "$pidfile" "$server_bin" --config-file="$config")
 deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
 until ping_ok; do
     if ! pid_alive "$pidfile" "$config" >/dev/null; then

@@ -6,7 +6,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if command -v clickhouse-server >/dev/null 2>&1 && command -v clickhouse-client >/dev/null 2>&1; then
+if clickhouse_server_bin >/dev/null && command -v clickhouse-client >/dev/null 2>&1; then
     log "clickhouse-server present ($(clickhouse-client --version 2>/dev/null | tr -d '\n'))"
     exit 0
 fi
@@ -21,5 +21,5 @@ if ! apt-cache show clickhouse-server >/dev/null 2>&1; then
     apt-get update -qq || die "apt-get update failed"
 fi
 apt-get install -y -qq clickhouse-server clickhouse-client >&2 || die "apt-get install clickhouse-server clickhouse-client failed"
-command -v clickhouse-server >/dev/null 2>&1 || die "clickhouse-server still missing after apt-get install"
+clickhouse_server_bin >/dev/null || die "clickhouse-server still missing after apt-get install"
 log "installed $(clickhouse-client --version 2>/dev/null | tr -d '\n')"

@@ -11,6 +11,13 @@ MODELWATCH_TANSU_ROOT="${MODELWATCH_TANSU_ROOT:-$MODELWATCH_CACHE/tansu}"
 MODELWATCH_TANSU_TARGET_DIR="${MODELWATCH_TANSU_TARGET_DIR:-$MODELWATCH_CACHE/tansu-target}"
 TANSU_BIN="$MODELWATCH_TANSU_ROOT/bin/tansu"
 
+# clickhouse_server_bin: path of clickhouse-server (Debian puts it in /usr/sbin, which a non-root
+# user's PATH may lack); fails when it is not installed.
+clickhouse_server_bin() {
+    command -v clickhouse-server 2>/dev/null && return 0
+    [[ -x /usr/sbin/clickhouse-server ]] && echo /usr/sbin/clickhouse-server
+}
+
 # Default instances. Only loopback is ever used.
 MODELWATCH_HOST=127.0.0.1
 MODELWATCH_BROKER_PORT="${MODELWATCH_BROKER_PORT:-19092}"
