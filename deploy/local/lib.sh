@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Shared helpers for the deploy/local scripts. Source it; do not run it.
+# shellcheck disable=SC2034  # variables here are used by the scripts that source this file
+
+# Where slow installs and the default instance directories live (outside any clone).
+MODELWATCH_CACHE="${MODELWATCH_CACHE:-$HOME/.cache/modelwatch}"
+
+# tansu: the version we build and expect, where it is installed, where cargo builds it.
+MODELWATCH_TANSU_VERSION="${MODELWATCH_TANSU_VERSION:-0.6.0}"
+MODELWATCH_TANSU_ROOT="${MODELWATCH_TANSU_ROOT:-$MODELWATCH_CACHE/tansu}"
+MODELWATCH_TANSU_TARGET_DIR="${MODELWATCH_TANSU_TARGET_DIR:-$MODELWATCH_CACHE/tansu-target}"
+TANSU_BIN="$MODELWATCH_TANSU_ROOT/bin/tansu"
+
+# clickhouse_server_bin: path of clickhouse-server (Debian puts it in /usr/sbin, which a non-root
+# user's PATH may lack); fails when it is not installed.
+clickhouse_server_bin() {
+    command -v clickhouse-server 2>/dev/null && return 0
+    [[ -x /usr/sbin/clickhouse-server ]] && echo /usr/sbin/clickhouse-server
+}
+
+# Default instances. Only loopback is ever used.
+MODELWATCH_HOST=127.0.0.1
+MODELWATCH_BROKER_PORT="${MODELWATCH_BROKER_PORT:-19092}"
+MODELWATCH_BROKER_DIR="${MODELWATCH_BROKER_DIR:-$MODELWATCH_CACHE/run/broker}"
+MODELWATCH_BROKER_STORAGE="${MODELWATCH_BROKER_STORAGE:-sqlite}"
+MODELWATCH_CH_HTTP_PORT="${MODELWATCH_CH_HTTP_PORT:-18123}"
+MODELWATCH_CH_TCP_PORT="${MODELWATCH_CH_TCP_PORT:-19000}"
+MODELWATCH_CH_DIR="${MODELWATCH_CH_DIR:-$MODELWATCH_CACHE/run/clickhouse}"
+
+# Where services.sh up writes the env lines for tests to source.
+MODELWATCH_SERVICES_ENV="${MODELWATCH_SERVICES_ENV:-$MODELWATCH_CACHE/run/services.env}"
+
+# Absolute paths, so pid checks (which match on paths) agree whatever the caller's directory.
+MODELWATCH_BROKER_DIR="$(realpath -m -- "$MODELWATCH_BROKER_DIR")"
+MODELWATCH_CH_DIR="$(realpath -m -- "$MODELWATCH_CH_DIR")"
+
+# Seconds to wait for a service to answer after start, and for it to exit after SIGTERM.
+MODELWATCH_START_TIMEOUT="${MODELWATCH_START_TIMEOUT:-60}"
+MODELWATCH_STOP_TIMEOUT="${MODELWATCH_STOP_TIMEOUT:-20}"
+
+# The name a script reports under in its messages.
+MW_NAME="$(basename "${0:-deploy}")"
+
+log() { printf '[%s] %s\n' "$MW_NAME" "$*" >&2; }
+die() {
+    printf '[%s] ERROR: %s\n' "$MW_NAME" "$*" >&2
+    exit 1
+}
+
+# now_ms: milliseconds since the epoch.
+now_ms() { date +%s%3N; }
+
+# require_port VALUE NAME: VALUE must be a TCP port number.
+require_port() {
+    if ! [[ "$1" =~ ^[0-9]+$ ]] || (("$1" < 1 || "$1" > 65535)); then
+        die "$2 must be a TCP port number, got '$1'"
+    fi
+}
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+    (exec 3<>"/dev/tcp/$MODELWATCH_HOST/$1") 2>/dev/null
+}
+
+# free_port START: prints the first port from START up (at most 200 tried) that nothing listens on
+# at 127.0.0.1. Another process may still take it before it is used: callers that start a
+# service on it get a clear "port in use" error in that case.
+free_port() {
+    local p
+    for ((p = $1; p < $1 + 200 && p < 65536; p++)); do
+        if ! port_open "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# pid_alive PIDFILE MARKER: prints the pid and succeeds when the pid file names a live process
+# whose command line contains MARKER (so a stale pid reused by another process does not count).
+pid_alive() {
+    local pidfile="$1" marker="$2" pid
+    [[ -f "$pidfile" ]] || return 1
+    pid="$(cat "$pidfile" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker" || return 1
+    echo "$pid"
+}
+
+# stop_pidfile PIDFILE MARKER WHAT: SIGTERM, wait up to MODELWATCH_STOP_TIMEOUT, then SIGKILL.
+# Succeeds when nothing is running (idempotent); removes the pid file.
+stop_pidfile() {
+    local pidfile="$1" marker="$2" what="$3" pid deadline
+    if ! pid="$(pid_alive "$pidfile" "$marker")"; then
+        rm -f "$pidfile"
+        log "$what is not running"
+        return 0
+    fi
+    log "stopping $what (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + MODELWATCH_STOP_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            log "$what (pid $pid) still running after ${MODELWATCH_STOP_TIMEOUT}s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.2
+            break
+        fi
+        sleep 0.1
+    done
+    rm -f "$pidfile"
+    log "$what stopped"
+}
+
+# spawn LOGFILE PIDFILE CMD...: start CMD in its own session in the background, detached from
+# the caller's terminal and process group, output appended to LOGFILE; writes its pid to PIDFILE.
+spawn() {
+    local logfile="$1" pidfile="$2"
+    shift 2
+    setsid "$@" </dev/null >>"$logfile" 2>&1 &
+    echo "$!" >"$pidfile"
+}
