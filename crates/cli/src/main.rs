@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use modelwatch::config::{Config, ConfigError, Environment};
+use modelwatch::config::{self, Config, ConfigError, Environment};
 use tracing::info;
 use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 
@@ -45,6 +45,8 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the configuration reference (Markdown, as in docs/configuration.md).
+    ConfigReference,
     /// Generate synthetic inference and metric traffic into Kafka.
     Gen {
         /// Options of the generator.
@@ -82,6 +84,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}: ok", config.display())?;
             writeln!(out, "{}", cfg.summary())?;
+            Ok(())
+        }
+        Command::ConfigReference => {
+            write!(std::io::stdout().lock(), "{}", config::reference::markdown())?;
             Ok(())
         }
         Command::Migrate { config } => migrate(&load(&config)?),

@@ -20,6 +20,7 @@ mod error;
 mod file;
 pub mod interpolate;
 pub mod overrides;
+pub mod reference;
 mod secret;
 mod validate;
 
