@@ -4,8 +4,8 @@
 //! Reading a configuration takes four steps, in this order:
 //! 1. the text is parsed as TOML ([`ConfigError::Syntax`]);
 //! 2. every `${VAR}` in a string value, at any depth, is replaced by the environment variable
-//!    (`$${` is a literal `${`), see [`interpolate`];
-//! 3. `MODELWATCH_<SECTION>_<KEY>` variables replace scalar keys of a section, see
+//!    (`$${` is a literal `${`), see [`interpolate`]; keys overridden in step 3 are skipped;
+//! 3. `MODELWATCH_<SECTION>_<KEY>` variables replace scalar keys of a section, literally, see
 //!    [`overrides`]; `[[canary]]` entries and `[kafka.properties]` are not overridable;
 //! 4. the result is deserialised into a [`ConfigFile`] (unknown keys are refused) and validated
 //!    into a [`Config`] by [`ConfigFile::validate`].
@@ -128,8 +128,10 @@ impl ConfigFile {
     /// overrides, then deserialisation. Values are not validated yet (see [`Self::validate`]).
     pub fn parse(text: &str, env: &Environment) -> Result<Self, ConfigError> {
         let mut doc: toml::Table = text.parse().map_err(ConfigError::Syntax)?;
+        let overrides = overrides::collect(env)?;
+        overrides::remove_overridden(&mut doc, &overrides);
         interpolate::interpolate_table(&mut doc, "", env)?;
-        overrides::apply(&mut doc, env)?;
+        overrides::insert(&mut doc, overrides)?;
         serde_path_to_error::deserialize(doc).map_err(|e| {
             let path = e.path().to_string();
             let message = e.into_inner().message().to_owned();

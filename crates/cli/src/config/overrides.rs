@@ -1,12 +1,13 @@
 //! `MODELWATCH_<SECTION>_<KEY>` environment overrides.
 //!
 //! A variable named `MODELWATCH_` + section + `_` + key, upper-cased (`MODELWATCH_KAFKA_BROKERS`,
-//! `MODELWATCH_WINDOWS_SLIDE`), replaces that key of the file after `${VAR}` substitution. Only
-//! the scalar keys of a section (and its lists of strings) can be overridden; the value is
-//! parsed as the key's type: integers and floats as numbers, `true`/`false` as booleans,
-//! durations as humantime strings (`"10s"`), lists of strings comma-separated with blanks
-//! around items trimmed (an empty value is an empty list). Override values are taken literally:
-//! `${...}` in them is not substituted.
+//! `MODELWATCH_WINDOWS_SLIDE`), replaces that key of the file. Only the scalar keys of a
+//! section (and its lists of strings) can be overridden; the value is parsed as the key's type:
+//! integers and floats as numbers, `true`/`false` as booleans, durations as humantime strings
+//! (`"10s"`), lists of strings comma-separated with blanks around items trimmed (an empty value
+//! is an empty list). Override values are taken literally: `${...}` in them is not substituted;
+//! and the file's value of an overridden key is dropped before substitution, so its `${VAR}`
+//! references need no variable.
 //!
 //! Not overridable: `[kafka.properties]` (use `${VAR}` in the file) and `[[canary]]` entries,
 //! whose index in a list has no stable environment name. A `MODELWATCH_` variable that names a
@@ -78,8 +79,17 @@ pub fn variable_name(section: &str, key: &str) -> String {
     format!("MODELWATCH_{}_{}", section.to_ascii_uppercase(), key.to_ascii_uppercase())
 }
 
-/// Applies every `MODELWATCH_<SECTION>_<KEY>` variable of `env` to `doc`.
-pub(crate) fn apply(doc: &mut Table, env: &Environment) -> Result<(), ConfigError> {
+/// One parsed override: section, key and the value that replaces the file's.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Override {
+    section: &'static str,
+    key: &'static str,
+    value: Value,
+}
+
+/// Parses every `MODELWATCH_<SECTION>_<KEY>` variable of `env`.
+pub(crate) fn collect(env: &Environment) -> Result<Vec<Override>, ConfigError> {
+    let mut out = Vec::new();
     for (variable, raw) in env.with_prefix("MODELWATCH_") {
         let rest = &variable["MODELWATCH_".len()..];
         let Some(section) = SECTIONS.iter().copied().find(|s| {
@@ -87,7 +97,7 @@ pub(crate) fn apply(doc: &mut Table, env: &Environment) -> Result<(), ConfigErro
         }) else {
             continue;
         };
-        let Some(&(_, key, kind)) =
+        let Some(&(section, key, kind)) =
             OVERRIDABLE.iter().find(|(s, k, _)| *s == section && variable_name(s, k) == variable)
         else {
             return Err(ConfigError::UnknownOverride {
@@ -100,6 +110,24 @@ pub(crate) fn apply(doc: &mut Table, env: &Environment) -> Result<(), ConfigErro
             key: format!("{section}.{key}"),
             expected,
         })?;
+        out.push(Override { section, key, value });
+    }
+    Ok(out)
+}
+
+/// Removes the overridden keys from `doc`, so that `${VAR}` references in values about to be
+/// replaced need no variable.
+pub(crate) fn remove_overridden(doc: &mut Table, overrides: &[Override]) {
+    for o in overrides {
+        if let Some(Value::Table(t)) = doc.get_mut(o.section) {
+            t.remove(o.key);
+        }
+    }
+}
+
+/// Writes the overrides into `doc`.
+pub(crate) fn insert(doc: &mut Table, overrides: Vec<Override>) -> Result<(), ConfigError> {
+    for Override { section, key, value } in overrides {
         let table = doc
             .entry(section)
             .or_insert_with(|| Value::Table(Table::new()))

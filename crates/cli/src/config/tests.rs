@@ -321,6 +321,12 @@ fn environment_overrides_scalar_keys() {
     assert_eq!(c.clickhouse().password.expose(), "${NOT_EXPANDED}");
     assert_eq!(c.kafka().format, Format::Json);
 
+    // An overridden value's `${VAR}` needs no variable.
+    let env: Environment = [("MODELWATCH_CLICKHOUSE_PASSWORD", "from-env")].into_iter().collect();
+    let text = format!("{MINIMAL}password = \"${{UNSET_PASSWORD}}\"\n");
+    let c = Config::from_toml_str(&text, &env).unwrap();
+    assert_eq!(c.clickhouse().password.expose(), "from-env");
+
     // A required key may come from the environment alone.
     let env: Environment = [("MODELWATCH_CLICKHOUSE_URL", "https://ch:8443")].into_iter().collect();
     let text = MINIMAL.replace("url = \"http://localhost:8123\"", "");
