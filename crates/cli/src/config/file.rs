@@ -1,0 +1,410 @@
+//! The configuration file as written: one struct per TOML section.
+//!
+//! The doc comment of every field is the user documentation of its key (the configuration
+//! reference is generated from them, see `docs/configuration.md`). Every key has a named default
+//! function; the keys without a usable default (`kafka.brokers`, `kafka.inference_topics`,
+//! `clickhouse.url`) default to empty and are reported as required by validation. The defaults
+//! of `[windows]`, `[drift]`, `[limits]` and `[latency]` are those of `modelwatch-core`.
+//!
+//! Nothing here is checked beyond the types: [`ConfigFile::validate`] turns a `ConfigFile` into a
+//! [`Config`](super::Config).
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use modelwatch_codec::Format;
+use modelwatch_core::{
+    config::{DriftSpec, Limits, WindowSpec},
+    latency::LatencySpec,
+};
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where the input comes from: brokers, topics, format, dead letters.
+    #[serde(default)]
+    pub kafka: KafkaSection,
+    /// Where the results go.
+    #[serde(default)]
+    pub clickhouse: ClickHouseSection,
+    /// Event-time windowing.
+    #[serde(default)]
+    pub windows: WindowsSection,
+    /// Drift binning and references.
+    #[serde(default)]
+    pub drift: DriftSection,
+    /// Caps that keep memory bounded whatever the input.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Resolution of the latency histograms.
+    #[serde(default)]
+    pub latency: LatencySection,
+    /// The HTTP server: `/metrics`, `/healthz` and `/api`.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// Canary pairs (`[[canary]]` entries).
+    #[serde(default, rename = "canary", skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<CanaryEntry>,
+}
+
+/// `[kafka]`: the consumer group that reads inference logs and metric events.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap brokers, `host:port` (the port defaults to 9092). Required.
+    #[serde(default = "default_brokers")]
+    pub brokers: Vec<String>,
+    /// Consumer group id. Instances with the same group share the partitions.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topics carrying `modelwatch.v1.InferenceLog` records. Required: at least one.
+    #[serde(default = "default_topics")]
+    pub inference_topics: Vec<String>,
+    /// Topics carrying `modelwatch.v1.MetricEvent` records (GPU utilisation, queue depth, ...).
+    /// A topic may not appear in both lists.
+    #[serde(default = "default_topics")]
+    pub metric_topics: Vec<String>,
+    /// How message values are framed: `"auto"` (sniff every payload), `"avro"` (bare datum or
+    /// single-object encoding), `"avro-confluent"` (Confluent framing with a schema id) or
+    /// `"json"` (one object or newline-delimited objects).
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// Where a consumer group without committed offsets starts: `"earliest"` (replay what the
+    /// topics retain) or `"latest"` (only new messages).
+    #[serde(default = "default_auto_offset_reset")]
+    pub auto_offset_reset: OffsetReset,
+    /// Topic that receives undecodable, late and badly timestamped messages, with the reason in
+    /// a header. When unset, such messages are counted and dropped. Must not be an input topic.
+    #[serde(default = "default_dead_letter_topic", skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    /// URL (http or https) of a Confluent-compatible schema registry, asked for the writer schema
+    /// of Confluent-framed messages. Unset: no registry.
+    #[serde(default = "default_schema_registry_url", skip_serializing_if = "Option::is_none")]
+    pub schema_registry_url: Option<String>,
+    /// Directory of `.avsc` writer schemas; `NAME.ID.avsc` is also registered under Confluent
+    /// schema id `ID`. Relative to the working directory. Unset: only the built-in schemas.
+    #[serde(default = "default_schema_dir", skip_serializing_if = "Option::is_none")]
+    pub schema_dir: Option<PathBuf>,
+    /// librdkafka properties passed through as they are (SASL, TLS, tuning), e.g.
+    /// `"security.protocol" = "SASL_SSL"`. `bootstrap.servers`, `group.id`,
+    /// `auto.offset.reset`, `enable.auto.commit` and `enable.auto.offset.store` are set by
+    /// modelwatch and rejected here. Not overridable from the environment: use `${VAR}`.
+    #[serde(default = "default_properties")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Where a consumer group without committed offsets starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OffsetReset {
+    /// The oldest retained message.
+    Earliest,
+    /// Only messages produced after the group joined.
+    Latest,
+}
+
+/// `[clickhouse]`: the database that receives panes, windows, drift scores and verdicts.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSection {
+    /// HTTP(S) interface of the server, e.g. `"http://localhost:8123"`. Required.
+    #[serde(default = "default_clickhouse_url", skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Database of the modelwatch tables (created by `modelwatch migrate`).
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// User name.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Password; prefer `"${CLICKHOUSE_PASSWORD}"` or `MODELWATCH_CLICKHOUSE_PASSWORD` to a
+    /// literal.
+    #[serde(default = "default_password")]
+    pub password: String,
+}
+
+/// `[windows]`: sliding event-time windows built from panes of one slide each.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSection {
+    /// Length of a sliding window; a whole multiple of `slide`, at most 360 slides.
+    #[serde(default = "default_window", with = "duration")]
+    pub window: Duration,
+    /// How often windows advance, and the length of a pane.
+    #[serde(default = "default_slide", with = "duration")]
+    pub slide: Duration,
+    /// How far behind the newest event time of its partition an event may arrive and still be
+    /// counted; later events are dead-lettered. `"0s"` allowed.
+    #[serde(default = "default_allowed_lateness", with = "duration")]
+    pub allowed_lateness: Duration,
+    /// How far an event's time may lead its Kafka record timestamp; beyond it the event has a bad
+    /// clock and is dead-lettered, so it cannot push the watermark into the future.
+    #[serde(default = "default_max_future_skew", with = "duration")]
+    pub max_future_skew: Duration,
+    /// Wall-clock silence after which a partition no longer holds back the watermark.
+    #[serde(default = "default_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+/// `[drift]`: frozen bins and references of the drift scores.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSection {
+    /// Values of a (model, feature) sampled before its bin edges are frozen (10 to 1,000,000).
+    #[serde(default = "default_edge_samples")]
+    pub edge_samples: u32,
+    /// The pinned reference of a version: its first `reference_period` of traffic.
+    #[serde(default = "default_reference_period", with = "duration")]
+    pub reference_period: Duration,
+    /// Quantile bins of a numeric feature, besides the underflow and overflow bins (2 to 1,000).
+    #[serde(default = "default_bins")]
+    pub bins: u16,
+    /// Values of a categorical feature kept before "other" (1 to 1,000).
+    #[serde(default = "default_top_k")]
+    pub top_k: u16,
+    /// Additive smoothing of empty bins, shared by both sides of every score (above 0, at most
+    /// 0.1).
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f64,
+}
+
+/// `[limits]`: caps on tracked state. What is over a cap is counted and dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Most models tracked at once.
+    #[serde(default = "default_max_models")]
+    pub max_models: u32,
+    /// Most versions tracked per model.
+    #[serde(default = "default_max_versions_per_model")]
+    pub max_versions_per_model: u32,
+    /// Most features (numeric and categorical together) tracked per model.
+    #[serde(default = "default_max_features")]
+    pub max_features: u32,
+    /// Event-time silence after which a version is evicted (after its last panes are written).
+    #[serde(default = "default_idle_ttl", with = "duration")]
+    pub idle_ttl: Duration,
+}
+
+/// `[latency]`: resolution of the latency histograms.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySection {
+    /// Significant decimal digits of the latency histograms (1 to 5); 3 keeps every bucket within
+    /// 0.1% of its values.
+    #[serde(default = "default_significant_digits")]
+    pub significant_digits: u8,
+}
+
+/// `[http]`: the server of `/metrics`, `/healthz` and `/api`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Whether to serve HTTP at all.
+    #[serde(default = "default_http_enabled")]
+    pub enabled: bool,
+    /// Socket address to listen on, `ip:port`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token required by the `/api` routes that change state (silences), at least 16
+    /// characters. Unset: those routes are refused. `/metrics` and `/healthz` stay open.
+    #[serde(default = "default_auth_token", skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+}
+
+/// `[[canary]]`: a canary pair of one model. Models without an entry are paired by the `route`
+/// attribute (`stable` / `canary`) of their records. Not overridable from the environment.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryEntry {
+    /// The model, as in the records' `model` field. At most one entry per model.
+    pub model: String,
+    /// The version serving most traffic, as in the records' `version` field.
+    pub baseline: String,
+    /// The version under test; different from `baseline`.
+    pub canary: String,
+    /// The canary's expected share of the pair's traffic, strictly between 0 and 1. When set, a
+    /// sample-ratio-mismatch check gates every verdict. Unset: no such check.
+    #[serde(default = "default_expected_share", skip_serializing_if = "Option::is_none")]
+    pub expected_share: Option<f64>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            brokers: default_brokers(),
+            group_id: default_group_id(),
+            inference_topics: default_topics(),
+            metric_topics: default_topics(),
+            format: default_format(),
+            auto_offset_reset: default_auto_offset_reset(),
+            dead_letter_topic: default_dead_letter_topic(),
+            schema_registry_url: default_schema_registry_url(),
+            schema_dir: default_schema_dir(),
+            properties: default_properties(),
+        }
+    }
+}
+
+impl Default for ClickHouseSection {
+    fn default() -> Self {
+        Self {
+            url: default_clickhouse_url(),
+            database: default_database(),
+            user: default_user(),
+            password: default_password(),
+        }
+    }
+}
+
+impl Default for WindowsSection {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+            slide: default_slide(),
+            allowed_lateness: default_allowed_lateness(),
+            max_future_skew: default_max_future_skew(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+impl Default for DriftSection {
+    fn default() -> Self {
+        Self {
+            edge_samples: default_edge_samples(),
+            reference_period: default_reference_period(),
+            bins: default_bins(),
+            top_k: default_top_k(),
+            epsilon: default_epsilon(),
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_models: default_max_models(),
+            max_versions_per_model: default_max_versions_per_model(),
+            max_features: default_max_features(),
+            idle_ttl: default_idle_ttl(),
+        }
+    }
+}
+
+impl Default for LatencySection {
+    fn default() -> Self {
+        Self { significant_digits: default_significant_digits() }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            enabled: default_http_enabled(),
+            listen: default_listen(),
+            auth_token: default_auth_token(),
+        }
+    }
+}
+
+// Named defaults. Required keys default to empty and are reported by validation.
+
+fn default_brokers() -> Vec<String> {
+    Vec::new()
+}
+fn default_group_id() -> String {
+    "modelwatch".to_owned()
+}
+fn default_topics() -> Vec<String> {
+    Vec::new()
+}
+fn default_format() -> Format {
+    Format::Auto
+}
+fn default_auto_offset_reset() -> OffsetReset {
+    OffsetReset::Earliest
+}
+fn default_dead_letter_topic() -> Option<String> {
+    None
+}
+fn default_schema_registry_url() -> Option<String> {
+    None
+}
+fn default_schema_dir() -> Option<PathBuf> {
+    None
+}
+fn default_properties() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+fn default_clickhouse_url() -> Option<String> {
+    None
+}
+fn default_database() -> String {
+    "modelwatch".to_owned()
+}
+fn default_user() -> String {
+    "default".to_owned()
+}
+fn default_password() -> String {
+    String::new()
+}
+fn default_window() -> Duration {
+    WindowSpec::DEFAULT_WINDOW
+}
+fn default_slide() -> Duration {
+    WindowSpec::DEFAULT_SLIDE
+}
+fn default_allowed_lateness() -> Duration {
+    WindowSpec::DEFAULT_ALLOWED_LATENESS
+}
+fn default_max_future_skew() -> Duration {
+    WindowSpec::DEFAULT_MAX_FUTURE_SKEW
+}
+fn default_idle_timeout() -> Duration {
+    WindowSpec::DEFAULT_IDLE_TIMEOUT
+}
+fn default_edge_samples() -> u32 {
+    DriftSpec::DEFAULT_EDGE_SAMPLES
+}
+fn default_reference_period() -> Duration {
+    DriftSpec::DEFAULT_REFERENCE_PERIOD
+}
+fn default_bins() -> u16 {
+    DriftSpec::DEFAULT_BINS
+}
+fn default_top_k() -> u16 {
+    DriftSpec::DEFAULT_TOP_K
+}
+fn default_epsilon() -> f64 {
+    DriftSpec::default().epsilon()
+}
+fn default_max_models() -> u32 {
+    Limits::default().max_models()
+}
+fn default_max_versions_per_model() -> u32 {
+    Limits::default().max_versions_per_model()
+}
+fn default_max_features() -> u32 {
+    Limits::default().max_features()
+}
+fn default_idle_ttl() -> Duration {
+    Duration::from_millis(Limits::default().idle_ttl_ms().unsigned_abs())
+}
+fn default_significant_digits() -> u8 {
+    LatencySpec::default().significant_digits()
+}
+fn default_http_enabled() -> bool {
+    true
+}
+fn default_listen() -> String {
+    "0.0.0.0:9464".to_owned()
+}
+fn default_auth_token() -> Option<String> {
+    None
+}
+fn default_expected_share() -> Option<f64> {
+    None
+}
