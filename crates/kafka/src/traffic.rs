@@ -14,6 +14,7 @@
 //! - `requests_total` counts the requests the stream gave that host, cumulatively, and restarts
 //!   from the requests after the reset only at a configured `counter_reset`.
 
+use modelwatch_core::event::{InferenceRecord, MetricRecord};
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use rand_distr::{Beta, Distribution, Exp, LogNormal, Normal, Poisson, Uniform};
 
@@ -730,6 +731,70 @@ pub struct Metric<'a> {
 
 /// Indices of a (model, version, host) series.
 type Series = (usize, usize, usize);
+
+impl Inference<'_> {
+    /// Writes this event into a core record (cleared first), as a decoder of its encoding would:
+    /// to feed the engine in-process, or to compare with decoded records.
+    pub fn fill(&self, r: &mut InferenceRecord) {
+        r.clear();
+        r.event_time_ms = self.event_time_ms;
+        r.set_model(self.model);
+        r.set_version(self.version);
+        r.set_request_id(Some(&self.request_id));
+        r.latency_ms = self.latency_ms;
+        r.set_status(self.status);
+        r.prediction = self.prediction;
+        r.set_predicted_label(self.predicted_label);
+        for &(n, v) in &self.features {
+            r.push_feature(n, v);
+        }
+        for &(n, v) in &self.categories {
+            r.push_category(n, v);
+        }
+        r.tokens_in = self.tokens_in;
+        r.tokens_out = self.tokens_out;
+        r.ttft_ms = self.ttft_ms;
+        for &(n, v) in &self.attributes {
+            r.push_attribute(n, v);
+        }
+    }
+
+    /// The value of one attribute (`region`, `tenant`, `route`, `host`).
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.iter().find(|a| a.0 == name).map(|a| a.1)
+    }
+
+    /// The value of one numeric feature.
+    pub fn feature(&self, name: &str) -> Option<f64> {
+        self.features.iter().find(|f| f.0 == name).map(|f| f.1)
+    }
+
+    /// The value of one categorical feature.
+    pub fn category(&self, name: &str) -> Option<&str> {
+        self.categories.iter().find(|c| c.0 == name).map(|c| c.1)
+    }
+}
+
+impl Metric<'_> {
+    /// Writes this event into a core record (cleared first).
+    pub fn fill(&self, r: &mut MetricRecord) {
+        r.clear();
+        r.event_time_ms = self.event_time_ms;
+        r.set_model(self.model);
+        r.set_version(self.version);
+        r.set_name(self.name);
+        r.value = self.value;
+        r.kind = self.kind;
+        for &(n, v) in &self.attributes {
+            r.push_attribute(n, v);
+        }
+    }
+
+    /// The value of one attribute (`host`, `route`).
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.iter().find(|a| a.0 == name).map(|a| a.1)
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct HostState {
