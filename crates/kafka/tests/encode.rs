@@ -80,7 +80,8 @@ fn every_encoding_decodes_to_the_generated_records() {
         for format in [format, Format::Auto] {
             let mut inf = InferenceDecoder::with_resolver(format, resolver());
             let mut met = MetricDecoder::with_resolver(format, resolver());
-            let (mut want_inf, mut want_met) = (InferenceRecord::default(), MetricRecord::default());
+            let (mut want_inf, mut want_met) =
+                (InferenceRecord::default(), MetricRecord::default());
             let s = scenario(9);
             let encoder = Encoder::new(encoding, IDS);
             let (mut n_inf, mut n_met, mut llm) = (0, 0, 0);
@@ -129,8 +130,7 @@ fn framings_carry_the_configured_header() {
         modelwatch_codec::fingerprint(&inference_log_schema())
     );
     assert_eq!(so[10..], enc(Encoding::Avro, inference)[..]);
-    let json: serde_json::Value =
-        serde_json::from_slice(&enc(Encoding::Json, inference)).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&enc(Encoding::Json, inference)).unwrap();
     assert_eq!(json["event_time"], inference.event_time_ms());
     assert!(json["features"].is_object() && json["attributes"]["route"].is_string());
 }
