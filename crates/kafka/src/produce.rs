@@ -36,10 +36,11 @@ use crate::{
 };
 
 /// How fast messages are produced in wall-clock time.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Pacing {
     /// As fast as the producer accepts them (event time runs ahead of wall time).
+    #[default]
     AsFastAsPossible,
     /// Real time: event time advances `speedup` times as fast as wall time, so the wall-clock
     /// request rate is `requests_per_second * speedup`.
@@ -48,12 +49,6 @@ pub enum Pacing {
         #[serde(default = "default_speedup")]
         speedup: f64,
     },
-}
-
-impl Default for Pacing {
-    fn default() -> Self {
-        Self::AsFastAsPossible
-    }
 }
 
 fn default_speedup() -> f64 {

@@ -652,6 +652,10 @@ impl Scenario {
 
 /// One generated event: an inference log or a metric sample.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events live one at a time on the stack; boxing would allocate per event"
+)]
 pub enum Event<'a> {
     /// An inference log (`modelwatch.v1.InferenceLog`).
     Inference(Inference<'a>),

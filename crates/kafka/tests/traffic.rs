@@ -267,7 +267,8 @@ fn traffic_split_change_is_visible_in_the_counts() {
 
 #[test]
 fn request_counters_are_monotone_except_at_the_configured_reset_and_match_the_traffic() {
-    let mut series: HashMap<(&str, &str, &str), Vec<(i64, f64)>> = HashMap::new();
+    type Key<'d> = (&'d str, &'d str, &'d str);
+    let mut series: HashMap<Key<'_>, Vec<(i64, f64)>> = HashMap::new();
     for m in DATA.metrics.iter().filter(|m| m.name == "requests_total") {
         series.entry((&m.model, &m.version, &m.host)).or_default().push((m.t, m.value));
     }
