@@ -273,6 +273,12 @@ impl GenOptions {
         Ok(Validated { scenario, end_event_ms })
     }
 
+    /// Checks the options without I/O (what [`run`] checks before connecting); a scenario
+    /// without a start time is checked as if it started now.
+    pub fn check(&self) -> Result<(), GenError> {
+        self.validate(0).map(drop)
+    }
+
     /// The librdkafka configuration these options describe.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -463,6 +469,14 @@ mod tests {
 
         assert!(toml::from_str::<GenOptions>("brokerz = \"x\"").is_err());
         assert!(toml::from_str::<GenOptions>("[scenario]\nsed = 1").is_err());
+    }
+
+    #[test]
+    fn the_example_scenario_file_is_valid() {
+        let o: GenOptions =
+            toml::from_str(include_str!("../examples/scenario.toml")).expect("parses");
+        o.check().expect("valid");
+        assert_eq!(o.scenario.incidents.len(), 8);
     }
 
     #[test]

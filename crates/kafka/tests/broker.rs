@@ -9,7 +9,8 @@ use std::{
 
 use modelwatch_codec::{Format, InferenceDecoder, MetricDecoder};
 use modelwatch_kafka::{
-    Encoder, GenError, GenOptions, Messages, Scenario, ScenarioConfig, StopReason, TopicKind, run,
+    Encoder, GenError, GenOptions, Messages, Pacing, Scenario, ScenarioConfig, StopReason,
+    TopicKind, run,
 };
 use rdkafka::{
     ClientConfig, Message,
@@ -201,4 +202,28 @@ fn produces_10k_events_to_a_real_broker_and_reads_them_back() {
     for (key, partitions) in partitions_of_key {
         assert_eq!(partitions.len(), 1, "{key:?} is spread over {partitions:?}");
     }
+}
+
+#[test]
+fn real_time_pacing_follows_event_time_at_the_speedup() {
+    let cluster = MockCluster::new(1).unwrap();
+    let opts = GenOptions {
+        brokers: cluster.bootstrap_servers(),
+        inference_topic: fresh("inference"),
+        metric_topic: fresh("metrics"),
+        count: None,
+        // 3 s of event time at 10x: about 0.3 s of wall time.
+        duration: Some(Duration::from_secs(3)),
+        pacing: Pacing::RealTime { speedup: 10.0 },
+        scenario: ScenarioConfig { start_time_ms: Some(now_ms()), ..ScenarioConfig::default() },
+        ..GenOptions::default()
+    };
+    cluster.create_topic(&opts.inference_topic, 1, 1).unwrap();
+    cluster.create_topic(&opts.metric_topic, 1, 1).unwrap();
+    let report = run(opts).unwrap();
+    assert_eq!(report.stopped_by, StopReason::Duration);
+    let span = (report.last_event_time_ms.unwrap() - report.first_event_time_ms.unwrap()) as f64;
+    // The wall time covers the event-time span divided by the speedup (plus the flush).
+    assert!(report.elapsed.as_secs_f64() >= span / 1000.0 / 10.0 * 0.95, "{report:?}");
+    assert!(report.elapsed < Duration::from_secs(3), "{report:?}");
 }
