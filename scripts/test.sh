@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: format check, clippy with warnings denied, every test of the workspace.
-# Usage: scripts/test.sh   (from anywhere; CI runs it through .ci/run)
+# The whole test suite: format check, clippy with warnings denied, the deploy/local self test,
+# and every test of the workspace against a real broker (tansu) and a real ClickHouse, which this
+# script installs when missing (tansu is built once into ~/.cache/modelwatch, ~7 min cold) and
+# starts on loopback ports, then stops again.
+#
+# Usage: scripts/test.sh   (from anywhere; CI runs it through .ci/run with CI=true, where a
+# test that needs a service it cannot reach fails instead of skipping)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Keep the build cache outside the clone, so a fresh clone rebuilds only what changed.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/modelwatch/target}"
+export MODELWATCH_CACHE="${MODELWATCH_CACHE:-$HOME/.cache/modelwatch}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MODELWATCH_CACHE/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 echo "== cargo fmt --check"
@@ -13,6 +19,15 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+echo "== services (tansu broker, ClickHouse)"
+deploy/local/services.sh up
+# shellcheck disable=SC1091
+set -a && . "$MODELWATCH_CACHE/run/services.env" && set +a
+trap 'deploy/local/services.sh down || true' EXIT
+
+echo "== deploy/local self test"
+deploy/local/selftest.sh
 
 echo "== cargo test"
 cargo test --workspace --all-features --locked

@@ -101,9 +101,9 @@
 //! # Tests
 //! Integration tests run against a real server named by `MODELWATCH_TEST_CLICKHOUSE_URL`
 //! (each test in its own random database); without it they print a note and pass, except with
-//! `CI=true`, where they fail. `scripts/test-clickhouse.sh start` starts a private 18.16 on
-//! 127.0.0.1:28123 until `deploy/local/` provides one. The restart test starts, kills and
-//! restarts a server of its own (`clickhouse-server` on PATH).
+//! `CI=true`, where they fail. `deploy/local/services.sh up` starts one (and `scripts/test.sh`
+//! does it for the whole suite). The restart test starts a private server of its own with
+//! `deploy/local/clickhouse-start.sh`, kills it with SIGKILL mid-stream and starts it again.
 
 mod error;
 pub mod migrations;

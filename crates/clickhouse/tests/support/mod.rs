@@ -26,8 +26,8 @@ pub fn test_url(test: &str) -> Option<String> {
         _ if in_ci() => panic!("{URL_VAR} must be set when CI=true ({test})"),
         _ => {
             eprintln!(
-                "note: skipping {test}: set {URL_VAR} (e.g. http://127.0.0.1:28123, started by \
-                 crates/clickhouse/scripts/test-clickhouse.sh start)"
+                "note: skipping {test}: set {URL_VAR} (e.g. http://127.0.0.1:18123, started by \
+                 deploy/local/services.sh up)"
             );
             None
         }
@@ -285,117 +285,77 @@ pub fn counter_series(i: u32) -> CounterSeriesRow {
 
 // ---- a private server the restart test can stop and start ----
 
-/// A ClickHouse server of the test's own: own config, data dir and loopback ports.
+/// A ClickHouse server of the test's own, started by `deploy/local/clickhouse-start.sh` (its own
+/// generated config, data dir and loopback ports), killed with SIGKILL to simulate a crash.
 pub struct PrivateServer {
     pub dir: PathBuf,
     pub http_port: u16,
-    binary: String,
-    child: Option<Child>,
+    tcp_port: u16,
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local").join(name)
+}
+
 impl PrivateServer {
-    /// The server binary: `MODELWATCH_TEST_CLICKHOUSE_SERVER` or `clickhouse-server` on PATH.
-    pub fn binary() -> Option<String> {
-        let b = std::env::var("MODELWATCH_TEST_CLICKHOUSE_SERVER")
-            .unwrap_or_else(|_| "clickhouse-server".into());
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {b}")])
+    /// Whether a server can be started here: `clickhouse-server` is installed (the script
+    /// installs it only as root, and the suite's runner has already done so).
+    pub fn available() -> bool {
+        Command::new("sh")
+            .args(["-c", "command -v clickhouse-server || test -x /usr/sbin/clickhouse-server"])
             .stdout(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success());
-        found.then_some(b)
+            .is_ok_and(|s| s.success())
     }
 
-    pub fn new(binary: String) -> Self {
+    pub fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("mw-ch-restart-{:016x}", fastrand::u64(..)));
-        let http_port = free_port();
-        let tcp_port = free_port();
-        let d = dir.display();
-        for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        std::fs::write(
-            dir.join("config.xml"),
-            format!(
-                r#"<?xml version="1.0"?>
-<yandex>
-    <logger><level>warning</level><log>{d}/log/server.log</log><errorlog>{d}/log/server.err.log</errorlog><size>10M</size><count>1</count></logger>
-    <listen_host>127.0.0.1</listen_host>
-    <http_port>{http_port}</http_port>
-    <tcp_port>{tcp_port}</tcp_port>
-    <mark_cache_size>67108864</mark_cache_size>
-    <path>{d}/data/</path>
-    <tmp_path>{d}/tmp/</tmp_path>
-    <user_files_path>{d}/user_files/</user_files_path>
-    <format_schema_path>{d}/format_schemas/</format_schema_path>
-    <users_config>{d}/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <mlock_executable>false</mlock_executable>
-</yandex>
-"#
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("users.xml"),
-            r#"<?xml version="1.0"?>
-<yandex>
-    <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
-    <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-        <profile>default</profile><quota>default</quota></default></users>
-    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-        <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
-    </interval></default></quotas>
-</yandex>
-"#,
-        )
-        .unwrap();
-        Self { dir, http_port, binary, child: None }
+        Self { dir, http_port: free_port(), tcp_port: free_port() }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
-    /// Starts the server and waits (at most 60 s) until it answers.
+    /// Starts the server; the script returns once `/ping` answers (or fails with the log tail).
     pub async fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.join("log/stdout.log")).unwrap();
-        let child = Command::new(&self.binary)
-            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
-            .current_dir(&self.dir)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
+        let status = tokio::process::Command::new(script("clickhouse-start.sh"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--http-port", &self.http_port.to_string()])
+            .args(["--tcp-port", &self.tcp_port.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .await
             .unwrap();
-        self.child = Some(child);
-        let client = clickhouse::Client::default().with_url(self.url()).with_validation(false);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if client.query("SELECT 1").fetch_one::<u8>().await.is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "private clickhouse did not start: {:?}", self.dir);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        assert!(status.success(), "clickhouse-start.sh failed for {:?}", self.dir);
     }
 
     /// Kills the server (SIGKILL: a crash, not a clean shutdown) and waits for it to exit.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let Ok(pid) = std::fs::read_to_string(self.dir.join("clickhouse.pid")) else { return };
+        let pid = pid.trim().to_owned();
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+        let proc_dir = PathBuf::from("/proc").join(&pid);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while proc_dir.exists() && Instant::now() < deadline {
+            // A zombie until its parent (init, as the script detaches it) reaps it.
+            let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+            if state.split_whitespace().nth(2) == Some("Z") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
 impl Drop for PrivateServer {
     fn drop(&mut self) {
-        self.kill();
+        let _ = Command::new(script("clickhouse-stop.sh")).arg("--dir").arg(&self.dir).status();
         // Keep the logs of a failed test.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
