@@ -12,6 +12,8 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use modelwatch::config::{self, Config, ConfigError, Environment};
+use modelwatch_clickhouse::{Store, StoreConfig};
+use modelwatch_kafka::{GenOptions, Pacing};
 use tracing::info;
 use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 
@@ -47,12 +49,83 @@ enum Command {
     },
     /// Print the configuration reference (Markdown, as in docs/configuration.md).
     ConfigReference,
-    /// Generate synthetic inference and metric traffic into Kafka.
-    Gen {
-        /// Options of the generator.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Generate synthetic inference and metric traffic into Kafka: several models with a
+    /// baseline and a canary, realistic latencies, errors, features, metric events and scripted
+    /// incidents, deterministic for a seed. Flags override the options file.
+    Gen(GenArgs),
+}
+
+/// Options of `modelwatch gen`.
+#[derive(Debug, clap::Args)]
+struct GenArgs {
+    /// A TOML file of generator options (scenario, incidents, producer settings); see
+    /// crates/kafka/examples/scenario.toml.
+    #[arg(long, value_name = "FILE")]
+    options: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Topic of the inference logs.
+    #[arg(long)]
+    inference_topic: Option<String>,
+    /// Topic of the metric events.
+    #[arg(long)]
+    metric_topic: Option<String>,
+    /// Encoding: avro, avro-confluent, avro-single-object or json.
+    #[arg(long)]
+    encoding: Option<String>,
+    /// Stop after this many messages (inference and metric together).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this much event time (e.g. "30m").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Pace messages in real time, event time running this many times faster than wall time.
+    #[arg(long, value_name = "SPEEDUP")]
+    real_time: Option<f64>,
+    /// Seed of the scenario.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl GenArgs {
+    fn options(&self) -> anyhow::Result<GenOptions> {
+        let mut o = match &self.options {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid options {}", path.display()))?
+            }
+            None => GenOptions::default(),
+        };
+        if let Some(b) = &self.brokers {
+            o.brokers.clone_from(b);
+        }
+        if let Some(t) = &self.inference_topic {
+            o.inference_topic.clone_from(t);
+        }
+        if let Some(t) = &self.metric_topic {
+            o.metric_topic.clone_from(t);
+        }
+        if let Some(e) = &self.encoding {
+            o.encoding = serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
+                serde::de::value::Error,
+            >::new(e))
+            .with_context(|| format!("unknown encoding {e:?}"))?;
+        }
+        if self.count.is_some() || self.duration.is_some() {
+            o.count = self.count;
+            o.duration = self.duration;
+        }
+        if let Some(speedup) = self.real_time {
+            o.pacing = Pacing::RealTime { speedup };
+        }
+        if let Some(seed) = self.seed {
+            o.scenario.seed = seed;
+        }
+        Ok(o)
+    }
 }
 
 fn main() -> ExitCode {
@@ -94,8 +167,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { .. } => {
             anyhow::bail!("`modelwatch run` is not yet available in this build")
         }
-        Command::Gen { .. } => {
-            anyhow::bail!("`modelwatch gen` is not yet available in this build")
+        Command::Gen(args) => {
+            let opts = args.options()?;
+            let report = modelwatch_kafka::run(opts).context("generating traffic")?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "produced {} inference and {} metric messages ({} bytes) in {:.1?}: {:.0} msg/s, \
+                 {} delivered, {} failed, stopped by {:?}",
+                report.inference_messages,
+                report.metric_messages,
+                report.bytes,
+                report.elapsed,
+                report.messages_per_second,
+                report.delivered,
+                report.failed,
+                report.stopped_by,
+            )?;
+            Ok(())
         }
     }
 }
@@ -106,10 +195,29 @@ fn load(path: &Path) -> anyhow::Result<Config> {
         .with_context(|| format!("invalid configuration {}", path.display()))
 }
 
-/// Creates or upgrades the ClickHouse schema.
+/// Creates or upgrades the ClickHouse schema, then checks every table's columns.
 fn migrate(config: &Config) -> anyhow::Result<()> {
-    let _ = config;
-    anyhow::bail!(
-        "`modelwatch migrate` needs the clickhouse storage crate (modelwatch-clickhouse), which is not linked into this build"
-    )
+    let ch = config.clickhouse();
+    let mut store_config =
+        StoreConfig::new(ch.url.as_str().trim_end_matches('/')).with_database(&ch.database);
+    store_config.user = Some(ch.user.clone());
+    let password = ch.password.expose();
+    store_config.password = (!password.is_empty()).then(|| password.to_owned());
+    let store = Store::new(store_config).context("clickhouse settings")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let applied = store.migrate().await.context("applying migrations")?;
+        store.check_schema().await.context("checking the tables")?;
+        info!(database = %ch.database, applied = ?applied, "schema is up to date");
+        writeln!(
+            std::io::stdout().lock(),
+            "database {}: {} migration(s) applied, every table matches",
+            ch.database,
+            applied.len()
+        )?;
+        anyhow::Ok(())
+    })
 }
