@@ -372,29 +372,8 @@ impl RunningLatency {
         if self.count == 0 {
             return None;
         }
-        let n = self.count;
-        let ranks = [0.5, 0.9, 0.99, 0.999].map(|q: f64| ((q * n as f64).ceil() as u64).max(1));
-        let mut found = [0u64; 4];
-        let mut k = 0;
-        let mut cumulative = 0u64;
-        for &(b, c) in &self.runs {
-            cumulative += u64::from(c);
-            while k < 4 && cumulative >= ranks[k] {
-                found[k] = q.template.median_equivalent(u64::from(b));
-                k += 1;
-            }
-            if k == 4 {
-                break;
-            }
-        }
-        let ms = |v: u64| v as f64 / 1000.0;
-        Some(LatencySummary {
-            count: n,
-            p50_ms: ms(found[0]),
-            p90_ms: ms(found[1]),
-            p99_ms: ms(found[2]),
-            p999_ms: ms(found[3]),
-        })
+        let runs = self.runs.iter().map(|&(b, c)| (u64::from(b), u64::from(c)));
+        Some(summarize(self.count, runs, &q.template))
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -415,6 +394,38 @@ pub struct LatencySummary {
     pub p99_ms: f64,
     /// 99.9th percentile.
     pub p999_ms: f64,
+}
+
+/// Quantiles by HDR's rule (`Histogram::value_at_quantile`): the first bucket whose cumulative
+/// count reaches `ceil(q * n)` (at least 1), reported as the middle of that bucket; all four in
+/// one pass over (any value of the bucket, count) pairs in increasing order.
+fn summarize(
+    n: u64,
+    buckets: impl Iterator<Item = (u64, u64)>,
+    layout: &Histogram<u64>,
+) -> LatencySummary {
+    let ranks = [0.5, 0.9, 0.99, 0.999].map(|q: f64| ((q * n as f64).ceil() as u64).max(1));
+    let mut found = [0u64; 4];
+    let mut k = 0;
+    let mut cumulative = 0u64;
+    for (value, count) in buckets {
+        cumulative += count;
+        while k < 4 && cumulative >= ranks[k] {
+            found[k] = layout.median_equivalent(value);
+            k += 1;
+        }
+        if k == 4 {
+            break;
+        }
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    LatencySummary {
+        count: n,
+        p50_ms: ms(found[0]),
+        p90_ms: ms(found[1]),
+        p99_ms: ms(found[2]),
+        p999_ms: ms(found[3]),
+    }
 }
 
 /// A scratch HDR histogram into which a window's panes are replayed to read quantiles.
@@ -449,31 +460,9 @@ impl WindowLatency {
         if self.hist.is_empty() {
             return None;
         }
-        // HDR's rule (`value_at_quantile`): the first bucket whose cumulative count reaches
-        // ceil(q * n), at least 1; all four quantiles in one pass over the recorded buckets.
-        let n = self.hist.len();
-        let ranks = [0.5, 0.9, 0.99, 0.999].map(|q: f64| ((q * n as f64).ceil() as u64).max(1));
-        let mut found = [0u64; 4];
-        let mut k = 0;
-        let mut cumulative = 0u64;
-        for v in self.hist.iter_recorded() {
-            cumulative += v.count_at_value();
-            while k < 4 && cumulative >= ranks[k] {
-                found[k] = self.hist.median_equivalent(v.value_iterated_to());
-                k += 1;
-            }
-            if k == 4 {
-                break;
-            }
-        }
-        let ms = |v: u64| v as f64 / 1000.0;
-        Some(LatencySummary {
-            count: n,
-            p50_ms: ms(found[0]),
-            p90_ms: ms(found[1]),
-            p99_ms: ms(found[2]),
-            p999_ms: ms(found[3]),
-        })
+        let buckets =
+            self.hist.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value()));
+        Some(summarize(self.hist.len(), buckets, &self.hist))
     }
 }
 
