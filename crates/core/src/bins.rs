@@ -387,15 +387,11 @@ impl ModelBins {
         s.frozen_at_ms = at_ms;
     }
 
-    /// Bins one numeric value of a slot: collects it or counts it.
-    #[inline]
+    /// Bins one numeric value of a slot: counts it (the hot path, inlined) or collects it.
+    #[inline(always)]
     fn numeric(&mut self, slot: u32, x: f64, bins: &mut BinCounts, spec: &DriftSpec, at_ms: i64) {
-        if !x.is_finite() {
-            self.drops.non_finite += 1;
-            return;
-        }
         let h = self.hot[slot as usize];
-        if h.frozen {
+        if h.frozen && x.is_finite() {
             // Same rule as `BinLayout::numeric_bin`, on the packed copy of the layout.
             let edges = &self.edges[h.edges_start as usize..(h.edges_start + h.edges_len) as usize];
             let b = if x < h.lower {
@@ -406,18 +402,26 @@ impl ModelBins {
                 1 + count_at_or_below(edges, x)
             };
             bins.incr(h.offset as usize + b, self.total_bins as usize);
+        } else {
+            self.numeric_cold(slot, x, spec, at_ms);
+        }
+    }
+
+    /// A non-finite value, or a feature still collecting its edge samples.
+    #[cold]
+    #[inline(never)]
+    fn numeric_cold(&mut self, slot: u32, x: f64, spec: &DriftSpec, at_ms: i64) {
+        if !x.is_finite() {
+            self.drops.non_finite += 1;
             return;
         }
         let s = &mut self.slots[slot as usize];
-        match &mut s.state {
-            SlotState::Frozen { .. } => {}
-            SlotState::Collecting { numeric, seen, .. } => {
-                numeric.push(x);
-                *seen += 1;
-                if *seen >= spec.edge_samples() {
-                    let layout = BinLayout::numeric_from_samples(numeric, spec.bins());
-                    self.freeze(slot, layout, at_ms);
-                }
+        if let SlotState::Collecting { numeric, seen, .. } = &mut s.state {
+            numeric.push(x);
+            *seen += 1;
+            if *seen >= spec.edge_samples() {
+                let layout = BinLayout::numeric_from_samples(numeric, spec.bins());
+                self.freeze(slot, layout, at_ms);
             }
         }
     }
