@@ -1,0 +1,556 @@
+//! The consumer-group source: records from Kafka in batches, offsets committed only by the caller.
+//!
+//! Contract (see design/delivery.md):
+//! - auto-commit and the automatic offset store are off: Kafka offsets move only when the caller
+//!   calls [`Source::commit`], after its data is durable, with the offsets it chooses (the next
+//!   offset to read, per partition), never the consumer's position. [`Source::close`] commits
+//!   nothing;
+//! - on assignment the source asks the caller's resume function for each partition's resume
+//!   offset (the checkpoint's `R`) and starts there; `None` falls back to the committed offset,
+//!   then to `auto_offset_reset`;
+//! - records of one partition arrive in offset order, in [`SourceEvent::Batch`]es of at most
+//!   `max_batch` records, through a channel of `channel_capacity` events: when the caller falls
+//!   behind, the poll thread waits instead of buffering more;
+//! - on revocation the poll thread sends [`SourceEvent::Revoked`] after every batch already
+//!   handed over and blocks the rebalance until the caller calls [`Revoked::ack`] (or drops
+//!   it, or `revoke_timeout` passes), so the caller can finish those batches, checkpoint and
+//!   commit. Records polled but not yet handed over for a revoked partition are dropped: the
+//!   next owner reads them again from the checkpoint;
+//! - [`Source::pause`] and [`Source::resume`] are forwarded to the poll thread, which keeps
+//!   polling while partitions are paused (even with a full channel once every assigned
+//!   partition is paused), so the consumer stays in its group and prefetch stays bounded by
+//!   `queued_max_kbytes`. Pauses do not survive a rebalance: pause again after an assignment.
+//!   A caller that stops reading the channel without pausing stops the poll loop, and the group
+//!   drops the consumer after `max.poll.interval.ms`.
+//!
+//! The poll loop runs on its own std thread; every [`Source`] method is blocking and is meant for
+//! a blocking thread, not an async task.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol},
+    error::KafkaError,
+    types::RDKafkaRespErr,
+};
+
+/// A record read from Kafka, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The topic (shared by every record of the topic).
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record timestamp in milliseconds since the epoch, if it has one.
+    pub timestamp: Option<i64>,
+    /// The key bytes, if any.
+    pub key: Option<Vec<u8>>,
+    /// The value bytes, if any (none: a tombstone).
+    pub payload: Option<Vec<u8>>,
+}
+
+/// What the poll thread hands to the caller.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Records in offset order per partition.
+    Batch(Vec<Record>),
+    /// Partitions are being taken away: finish the batches received so far, checkpoint,
+    /// commit, then [`Revoked::ack`].
+    Revoked(Revoked),
+}
+
+/// A revocation the rebalance waits on; see [`SourceEvent::Revoked`].
+#[derive(Debug)]
+pub struct Revoked {
+    /// The partitions leaving this consumer, as (topic, partition).
+    pub partitions: Vec<(String, i32)>,
+    ack: SyncSender<()>,
+}
+
+impl Revoked {
+    /// Lets the rebalance go on (dropping the value does too, without waiting for the timeout).
+    pub fn ack(self) {
+        // The rebalance may have timed out already: nothing to tell then.
+        let _ = self.ack.try_send(());
+    }
+}
+
+/// Where a group without a usable committed offset starts (`auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The oldest record kept.
+    #[default]
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
+}
+
+impl OffsetReset {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+        }
+    }
+}
+
+/// Settings of a [`Source`].
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The consumer group.
+    pub group_id: String,
+    /// The topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Where to start without a resume offset or a committed offset.
+    pub auto_offset_reset: OffsetReset,
+    /// Records per batch, at most.
+    pub max_batch: usize,
+    /// Events (batches or revocations) waiting in the channel, at most.
+    pub channel_capacity: usize,
+    /// How long one poll waits for the first record of a batch.
+    pub poll_timeout: Duration,
+    /// How long a revocation waits for [`Revoked::ack`] (keep it under `max.poll.interval.ms`).
+    pub revoke_timeout: Duration,
+    /// Prefetched kilobytes per partition, at most (`queued.max.messages.kbytes`).
+    pub queued_max_kbytes: u32,
+    /// Bytes per fetch response, at most (`fetch.max.bytes`).
+    pub fetch_max_bytes: u32,
+    /// Bytes per partition in a fetch response, at most (`max.partition.fetch.bytes`).
+    pub max_partition_fetch_bytes: u32,
+    /// Further librdkafka properties, applied last (they override the fields above, except
+    /// that auto-commit and the automatic offset store stay off).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl SourceOptions {
+    /// Options with the defaults: batches of 2,048 records, 8 batches in the channel, 100 ms
+    /// polls, 60 s to acknowledge a revocation, 16 MiB of prefetch per partition.
+    pub fn new(
+        brokers: impl Into<String>,
+        group_id: impl Into<String>,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            brokers: brokers.into(),
+            group_id: group_id.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            auto_offset_reset: OffsetReset::Earliest,
+            max_batch: 2_048,
+            channel_capacity: 8,
+            poll_timeout: Duration::from_millis(100),
+            revoke_timeout: Duration::from_secs(60),
+            queued_max_kbytes: 16 * 1024,
+            fetch_max_bytes: 50 * 1024 * 1024,
+            max_partition_fetch_bytes: 4 * 1024 * 1024,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Checks the options without I/O.
+    fn validate(&self) -> Result<(), SourceError> {
+        if self.group_id.trim().is_empty() {
+            return Err(SourceError::EmptyGroup);
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(SourceError::NoTopics);
+        }
+        if self.max_batch == 0 || self.channel_capacity == 0 {
+            return Err(SourceError::ZeroCapacity);
+        }
+        Ok(())
+    }
+
+    /// The librdkafka configuration these options describe.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("auto.offset.reset", self.auto_offset_reset.as_str())
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "100")
+            .set("fetch.max.bytes", self.fetch_max_bytes.to_string())
+            .set("max.partition.fetch.bytes", self.max_partition_fetch_bytes.to_string())
+            .set("queued.max.messages.kbytes", self.queued_max_kbytes.max(1).to_string());
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        c
+    }
+}
+
+/// Why the source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// No consumer group (no I/O was done).
+    #[error("the consumer group id is empty")]
+    EmptyGroup,
+    /// No topic, or an empty topic name (no I/O was done).
+    #[error("no topics to consume, or an empty topic name")]
+    NoTopics,
+    /// `max_batch` or `channel_capacity` is zero (no I/O was done).
+    #[error("max_batch and channel_capacity must be at least 1")]
+    ZeroCapacity,
+    /// librdkafka refused the configuration; not retryable.
+    #[error("failed to create the kafka consumer")]
+    Create(#[source] KafkaError),
+    /// The subscription failed (a bad topic name, say); not retryable.
+    #[error("failed to subscribe")]
+    Subscribe(#[source] KafkaError),
+    /// The commit failed (not in the group any more, broker down); retry, or let the next
+    /// owner resume from the checkpoint.
+    #[error("failed to commit offsets")]
+    Commit(#[source] KafkaError),
+    /// Pausing or resuming failed (a partition not assigned, say).
+    #[error("failed to pause or resume partitions")]
+    Pause(#[source] KafkaError),
+    /// The poll thread is gone (closed, or it panicked).
+    #[error("the poll thread is not running")]
+    Stopped,
+}
+
+/// The caller's checkpoint lookup: the offset to resume a (topic, partition) at.
+type ResumeFn = dyn Fn(&str, i32) -> Option<i64> + Send + Sync;
+
+/// The consumer context: assignment and revocation on the poll thread.
+struct Ctx {
+    resume: Box<ResumeFn>,
+    events: SyncSender<SourceEvent>,
+    revoke_timeout: Duration,
+    /// Set when closing: revocations then do not wait for the caller.
+    closing: AtomicBool,
+    /// Partitions revoked since the poll thread last looked (to drop their pending records).
+    revoked: Mutex<Vec<(String, i32)>>,
+    poll_errors: AtomicU64,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                for (topic, partition) in parts {
+                    if let Some(r) = (self.resume)(&topic, partition) {
+                        let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(r));
+                    }
+                }
+                if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                if !self.closing.load(Ordering::Acquire) {
+                    self.hand_over_revocation(parts.clone());
+                }
+                if let Ok(mut r) = self.revoked.lock() {
+                    r.extend(parts);
+                }
+                if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
+            }
+            _ => consumer.unassign(),
+        };
+        if result.is_err() {
+            self.poll_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Ctx {
+    /// Sends `Revoked` behind the batches already queued and waits for the acknowledgement.
+    fn hand_over_revocation(&self, partitions: Vec<(String, i32)>) {
+        let deadline = Instant::now() + self.revoke_timeout;
+        let (ack, acked) = sync_channel(1);
+        let mut event = SourceEvent::Revoked(Revoked { partitions, ack });
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    event = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = acked.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+enum Command {
+    Pause(TopicPartitionList),
+    Resume(TopicPartitionList),
+}
+
+/// A running consumer-group source; see the module docs for the contract.
+pub struct Source {
+    consumer: Arc<BaseConsumer<Ctx>>,
+    events: Receiver<SourceEvent>,
+    commands: SyncSender<(Command, SyncSender<Result<(), KafkaError>>)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("running", &self.thread.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Commands waiting for the poll thread, at most.
+const COMMAND_CAPACITY: usize = 16;
+
+impl Source {
+    /// Creates the consumer, subscribes and starts the poll thread. `resume` gives the
+    /// checkpoint's resume offset of a (topic, partition) on assignment (called on the poll
+    /// thread).
+    pub fn start(
+        opts: &SourceOptions,
+        resume: impl Fn(&str, i32) -> Option<i64> + Send + Sync + 'static,
+    ) -> Result<Self, SourceError> {
+        opts.validate()?;
+        let (events_tx, events) = sync_channel(opts.channel_capacity);
+        let ctx = Ctx {
+            resume: Box::new(resume),
+            events: events_tx,
+            revoke_timeout: opts.revoke_timeout,
+            closing: AtomicBool::new(false),
+            revoked: Mutex::new(Vec::new()),
+            poll_errors: AtomicU64::new(0),
+        };
+        let consumer: BaseConsumer<Ctx> =
+            opts.client_config().create_with_context(ctx).map_err(SourceError::Create)?;
+        let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(SourceError::Subscribe)?;
+        let consumer = Arc::new(consumer);
+        let (commands, command_rx) = sync_channel(COMMAND_CAPACITY);
+        let stop = Arc::new(AtomicBool::new(false));
+        let poll = PollLoop {
+            consumer: Arc::clone(&consumer),
+            commands: command_rx,
+            stop: Arc::clone(&stop),
+            max_batch: opts.max_batch,
+            poll_timeout: opts.poll_timeout,
+            topics: HashMap::new(),
+            paused: HashSet::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("modelwatch-kafka-poll".into())
+            .spawn(move || poll.run())
+            .map_err(|_| SourceError::Stopped)?;
+        Ok(Self { consumer, events, commands, stop, thread: Some(thread) })
+    }
+
+    /// The events, in order: read them from one thread.
+    pub fn events(&self) -> &Receiver<SourceEvent> {
+        &self.events
+    }
+
+    /// The next event, waiting at most `timeout` (`None`: nothing arrived in time).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<SourceEvent>, SourceError> {
+        match self.events.recv_timeout(timeout) {
+            Ok(e) => Ok(Some(e)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(SourceError::Stopped),
+        }
+    }
+
+    /// Commits the given offsets synchronously: per (topic, partition), the next offset to read
+    /// (one past the last durable record). Call it only after the data is durable.
+    pub fn commit(&self, offsets: &[(&str, i32, i64)]) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for &(topic, partition, offset) in offsets {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(SourceError::Commit)?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(SourceError::Commit)
+    }
+
+    /// Stops fetching the given partitions; the consumer keeps polling, so it stays in its group.
+    pub fn pause(&self, partitions: &[(&str, i32)]) -> Result<(), SourceError> {
+        self.command(Command::Pause(partition_list(partitions)))
+    }
+
+    /// Restarts fetching the given partitions where they stopped.
+    pub fn resume(&self, partitions: &[(&str, i32)]) -> Result<(), SourceError> {
+        self.command(Command::Resume(partition_list(partitions)))
+    }
+
+    fn command(&self, command: Command) -> Result<(), SourceError> {
+        let (reply, result) = sync_channel(1);
+        self.commands.send((command, reply)).map_err(|_| SourceError::Stopped)?;
+        result.recv().map_err(|_| SourceError::Stopped)?.map_err(SourceError::Pause)
+    }
+
+    /// Poll and rebalance errors seen so far (librdkafka retries them itself).
+    pub fn poll_errors(&self) -> u64 {
+        self.consumer.context().poll_errors.load(Ordering::Relaxed)
+    }
+
+    /// Stops the poll thread and leaves the group. Commits nothing; records handed over and not
+    /// committed are read again by the next owner.
+    pub fn close(mut self) -> Result<(), SourceError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), SourceError> {
+        self.consumer.context().closing.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| SourceError::Stopped),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}
+
+fn partition_list(partitions: &[(&str, i32)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for &(topic, partition) in partitions {
+        tpl.add_partition(topic, partition);
+    }
+    tpl
+}
+
+/// The poll thread's state.
+struct PollLoop {
+    consumer: Arc<BaseConsumer<Ctx>>,
+    commands: Receiver<(Command, SyncSender<Result<(), KafkaError>>)>,
+    stop: Arc<AtomicBool>,
+    max_batch: usize,
+    poll_timeout: Duration,
+    /// One shared name per topic.
+    topics: HashMap<String, Arc<str>>,
+    paused: HashSet<(String, i32)>,
+}
+
+impl PollLoop {
+    fn run(mut self) {
+        let mut pending: Vec<Record> = Vec::new();
+        while !self.stop.load(Ordering::Acquire) {
+            self.serve_commands();
+            if pending.is_empty() {
+                self.fill(&mut pending, self.poll_timeout);
+                continue;
+            }
+            let batch = std::mem::take(&mut pending);
+            match self.consumer.context().events.try_send(SourceEvent::Batch(batch)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(SourceEvent::Batch(back))) => {
+                    pending = back;
+                    if self.all_paused() {
+                        // Stay in the group; paused partitions deliver nothing new.
+                        self.fill(&mut pending, Duration::from_millis(10));
+                    } else {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn serve_commands(&mut self) {
+        loop {
+            match self.commands.try_recv() {
+                Ok((command, reply)) => {
+                    let result = match command {
+                        Command::Pause(tpl) => self.consumer.pause(&tpl).inspect(|()| {
+                            for e in tpl.elements() {
+                                self.paused.insert((e.topic().to_owned(), e.partition()));
+                            }
+                        }),
+                        Command::Resume(tpl) => self.consumer.resume(&tpl).inspect(|()| {
+                            for e in tpl.elements() {
+                                self.paused.remove(&(e.topic().to_owned(), e.partition()));
+                            }
+                        }),
+                    };
+                    let _ = reply.try_send(result);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn all_paused(&self) -> bool {
+        self.consumer.assignment().is_ok_and(|a| {
+            a.elements()
+                .iter()
+                .all(|e| self.paused.contains(&(e.topic().to_owned(), e.partition())))
+        })
+    }
+
+    /// Polls up to `max_batch` records into `pending`, waiting at most `timeout` for the first.
+    fn fill(&mut self, pending: &mut Vec<Record>, timeout: Duration) {
+        let consumer = Arc::clone(&self.consumer);
+        let mut wait = timeout;
+        while pending.len() < self.max_batch {
+            let polled = consumer.poll(wait);
+            self.drop_revoked(pending);
+            match polled {
+                None => break,
+                Some(Err(_)) => {
+                    self.consumer.context().poll_errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Some(Ok(m)) => {
+                    let topic = match self.topics.get(m.topic()) {
+                        Some(t) => Arc::clone(t),
+                        None => {
+                            let t: Arc<str> = Arc::from(m.topic());
+                            self.topics.insert(m.topic().to_owned(), Arc::clone(&t));
+                            t
+                        }
+                    };
+                    pending.push(Record {
+                        topic,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp: m.timestamp().to_millis(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
+                }
+            }
+            wait = Duration::ZERO;
+        }
+    }
+
+    /// Drops pending records (and pauses) of partitions revoked during the last poll.
+    fn drop_revoked(&mut self, pending: &mut Vec<Record>) {
+        let revoked = match self.consumer.context().revoked.lock() {
+            Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
+            _ => return,
+        };
+        let gone: HashSet<(String, i32)> = revoked.into_iter().collect();
+        pending.retain(|r| !gone.contains(&(r.topic.to_string(), r.partition)));
+        self.paused.retain(|p| !gone.contains(p));
+    }
+}
