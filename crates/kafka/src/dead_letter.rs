@@ -205,7 +205,7 @@ impl DeadLetterProducer {
         }
         self.sent += 1;
         // Serve delivery reports now and then without waiting.
-        if self.sent % 128 == 0 {
+        if self.sent.is_multiple_of(128) {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())
@@ -227,5 +227,18 @@ impl DeadLetterProducer {
             delivered: c.delivered.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_topic_is_refused_without_io() {
+        let o = DeadLetterOptions::new("127.0.0.1:1", "");
+        assert!(matches!(DeadLetterProducer::new(&o), Err(DeadLetterError::EmptyTopic)));
+        let o = DeadLetterOptions { max_in_flight: 0, ..DeadLetterOptions::new("b", "dlq") };
+        assert_eq!(o.client_config().get("queue.buffering.max.messages"), Some("1"));
     }
 }

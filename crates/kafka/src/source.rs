@@ -554,3 +554,36 @@ impl PollLoop {
         self.paused.retain(|p| !gone.contains(p));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_has_named_errors() {
+        let ok = SourceOptions::new("127.0.0.1:9092", "g", ["t"]);
+        assert!(ok.validate().is_ok());
+        let o = SourceOptions::new("b", " ", ["t"]);
+        assert!(matches!(o.validate(), Err(SourceError::EmptyGroup)));
+        let o = SourceOptions::new("b", "g", Vec::<String>::new());
+        assert!(matches!(o.validate(), Err(SourceError::NoTopics)));
+        let o = SourceOptions { channel_capacity: 0, ..ok.clone() };
+        assert!(matches!(o.validate(), Err(SourceError::ZeroCapacity)));
+        let o = SourceOptions { max_batch: 0, ..ok };
+        assert!(matches!(o.validate(), Err(SourceError::ZeroCapacity)));
+    }
+
+    #[test]
+    fn offsets_stay_ours_whatever_the_properties_say() {
+        let mut o = SourceOptions::new("b", "g", ["t"]);
+        o.properties.insert("enable.auto.commit".into(), "true".into());
+        o.properties.insert("enable.auto.offset.store".into(), "true".into());
+        o.properties.insert("fetch.wait.max.ms".into(), "50".into());
+        let c = o.client_config();
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+    }
+}

@@ -190,10 +190,12 @@ fn commits_exactly_what_the_caller_commits_and_nothing_on_close() {
 
     // A new source of the group starts at the committed offsets.
     let source = Source::start(&options(&brokers, &group, &topic), |_, _| None).unwrap();
-    let got = offsets(&collect(&source, 350, Duration::from_secs(60)));
+    let got = offsets(&collect(&source, 250, Duration::from_secs(60)));
     assert_eq!(got[&0], (50..100).collect::<Vec<i64>>());
     assert!(!got.contains_key(&1));
     assert_eq!(got[&2], (0..100).collect::<Vec<i64>>());
+    assert_eq!(got[&3], (0..100).collect::<Vec<i64>>());
+    assert!(collect(&source, 1, Duration::from_secs(1)).is_empty());
     source.close().unwrap();
 }
 
@@ -241,8 +243,7 @@ fn a_second_member_triggers_an_acknowledged_revoke_and_a_2_plus_2_split() {
             Some(SourceEvent::Batch(batch)) => panic!("unexpected records {batch:?}"),
             None => {}
         }
-        if let Some(SourceEvent::Batch(batch)) =
-            b.recv_timeout(Duration::from_millis(10)).unwrap()
+        if let Some(SourceEvent::Batch(batch)) = b.recv_timeout(Duration::from_millis(10)).unwrap()
         {
             panic!("b read before a let go: {batch:?}");
         }
