@@ -41,7 +41,8 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run the pipeline: consume, window, score, judge, write.
+    /// Run the pipeline: consume, window, score, judge, write (not yet available in this
+    /// build: it comes with the engine).
     Run {
         /// The TOML configuration file.
         #[arg(long, short, value_name = "FILE")]

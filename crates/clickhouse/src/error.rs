@@ -218,6 +218,11 @@ pub fn server_code(error: &clickhouse::error::Error) -> Option<u32> {
     let clickhouse::error::Error::BadResponse(text) = error else {
         return None;
     };
+    // With an empty or unreadable body the client reports the bare exception-code header.
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return trimmed.parse().ok();
+    }
     let rest = &text[text.find("Code: ")? + "Code: ".len()..];
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     rest[..digits].parse().ok()
@@ -230,7 +235,7 @@ pub fn classify(error: &clickhouse::error::Error) -> ErrorClass {
         E::Network(_) | E::TimedOut | E::Decompression(_) | E::Other(_) => ErrorClass::Retryable,
         E::BadResponse(text) => match server_code(error) {
             Some(code) if PERMANENT_CODES.contains(&code) => ErrorClass::Permanent,
-            Some(code) if RETRYABLE_CODES.contains(&code) => ErrorClass::Retryable,
+            // RETRYABLE_CODES documents the codes known to pass; unknown codes retry too.
             Some(_) => ErrorClass::Retryable,
             // No code: the client's text is the HTTP status line ("503 Service Unavailable").
             None if text.starts_with('5') => ErrorClass::Retryable,
@@ -272,6 +277,10 @@ mod tests {
         assert_eq!(classify(&E::BadResponse("400 Bad Request".into())), ErrorClass::Permanent);
         assert_eq!(classify(&E::TimedOut), ErrorClass::Retryable);
         assert_eq!(classify(&E::NotEnoughData), ErrorClass::Permanent);
+        // An empty body: the client reports the bare exception-code header.
+        assert_eq!(classify(&E::BadResponse("60".into())), ErrorClass::Permanent);
+        assert_eq!(classify(&E::BadResponse("516".into())), ErrorClass::Permanent);
+        assert_eq!(classify(&E::BadResponse("252".into())), ErrorClass::Retryable);
     }
 
     #[test]

@@ -73,7 +73,7 @@
 //!
 //! -- latest checkpoint per partition (argMax form, equivalent to FINAL)
 //! SELECT topic, partition, argMax(resume_offset, written_at_ms), argMax(cutoff_ms, written_at_ms)
-//! FROM modelwatch.checkpoints WHERE group = 'modelwatch' GROUP BY topic, partition;
+//! FROM modelwatch.checkpoints WHERE `group` = 'modelwatch' GROUP BY topic, partition;
 //! ```
 //!
 //! # Writing

@@ -19,8 +19,8 @@ use crate::rows::{
 use crate::schema::{Table, compare_columns};
 use crate::writer::{Writer, WriterConfig};
 
-/// Where and how to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and how to connect. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// HTTP endpoint, e.g. `http://127.0.0.1:8123`.
     pub url: String,
@@ -33,6 +33,18 @@ pub struct StoreConfig {
     pub password: Option<String>,
     /// The insert path.
     pub writer: WriterConfig,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("writer", &self.writer)
+            .finish()
+    }
 }
 
 /// The default database name.

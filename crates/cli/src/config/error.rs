@@ -150,11 +150,17 @@ pub enum ConfigError {
     },
     /// A database name that is not a plain identifier.
     #[error(
-        "`clickhouse.database` must be letters, digits and `_`, not starting with a digit; got {value:?}"
+        "`clickhouse.database` must be 1 to 64 letters, digits and `_`, not starting with a digit; got {value:?}"
     )]
     DatabaseName {
         /// The value given.
         value: String,
+    },
+    /// A URL with a user or password in it.
+    #[error("`{key}` must not carry credentials: use `clickhouse.user` and `clickhouse.password`")]
+    UrlCredentials {
+        /// The configuration key.
+        key: &'static str,
     },
     /// `http.listen` is not `ip:port`.
     #[error("`http.listen` must be a socket address `ip:port`, got {value:?}")]

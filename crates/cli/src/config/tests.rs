@@ -121,6 +121,8 @@ fn every_bad_value_names_its_key() {
         (&[("clickhouse.url", r#""localhost:8123""#)], "`clickhouse.url`"),
         (&[("clickhouse.url", r#""not a url""#)], "`clickhouse.url` is not a valid url"),
         (&[("clickhouse.database", r#""my-db""#)], "`clickhouse.database`"),
+        (&[("clickhouse.database", concat!("\"", "dddddddddddddddddddddddddddddddd", "ddddddddddddddddddddddddddddddddd", "\""))], "`clickhouse.database`"),
+        (&[("clickhouse.url", r#""http://u:secret@localhost:8123""#)], "`clickhouse.url` must not carry credentials"),
         (&[("clickhouse.user", r#""""#)], "`clickhouse.user`"),
         (&[("clickhouse.password", "42")], "`clickhouse.password`: invalid type"),
         (&[("windows.slide", r#""7s""#)], "`windows.slide`"),

@@ -179,13 +179,17 @@ fn http_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
 fn clickhouse(c: ClickHouseSection) -> Result<ClickHouseConfig, ConfigError> {
     let url = c.url.ok_or(ConfigError::Required { key: "clickhouse.url" })?;
     let url = http_url("clickhouse.url", &url)?;
-    let identifier = c
-        .database
-        .bytes()
-        .enumerate()
-        .all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit()));
-    if c.database.is_empty() || !identifier {
+    // The storage crate's rule (pure), so check-config and migrate agree.
+    if modelwatch_clickhouse::StoreConfig::new(url.as_str())
+        .with_database(&c.database)
+        .validate()
+        .is_err()
+    {
         return Err(ConfigError::DatabaseName { value: c.database });
+    }
+    // The clickhouse client ignores credentials in the URL; they would also show in logs.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::UrlCredentials { key: "clickhouse.url" });
     }
     if c.user.is_empty() {
         return Err(ConfigError::Empty { key: "clickhouse.user".to_owned() });
