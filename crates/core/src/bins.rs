@@ -258,6 +258,9 @@ pub(crate) struct ModelBins {
     /// model's flat edge array instead of the slot (cold) and its own edge vector.
     hot: Vec<Hot>,
     edges: Vec<f64>,
+    /// Per slot, the last record (by `record_seq`) that counted it.
+    stamps: Vec<u64>,
+    record_seq: u64,
     total_bins: u32,
     user_features: u32,
     pub(crate) drops: BinDrops,
@@ -310,6 +313,8 @@ impl ModelBins {
             label: 1,
             hot: vec![Hot::default(); 2],
             edges: Vec::new(),
+            stamps: vec![0; 2],
+            record_seq: 0,
             total_bins: 0,
             user_features: 0,
             drops: BinDrops::default(),
@@ -358,6 +363,7 @@ impl ModelBins {
         map.insert(name.into(), id);
         self.slots.push(Slot::new(name, kind));
         self.hot.push(Hot::default());
+        self.stamps.push(0);
         self.user_features += 1;
         Some(id)
     }
@@ -468,7 +474,11 @@ impl ModelBins {
         max_features: u32,
     ) {
         let at = rec.event_time_ms;
-        for (i, (name, x)) in rec.features().enumerate() {
+        // A name repeated within one record counts once, its last value winning (as a map
+        // decoded by apache-avro or kept by most producers would); stamps mark slots seen.
+        self.record_seq = self.record_seq.wrapping_add(1);
+        let seq = self.record_seq;
+        for (i, (name, x)) in rec.features().enumerate().rev() {
             let h = name_hash(name);
             let cached = self.numeric_order.get(i).copied().unwrap_or((NO_SLOT, 0));
             let slot = if cached.0 != NO_SLOT && cached.1 == h {
@@ -483,9 +493,12 @@ impl ModelBins {
                 self.numeric_order[i] = (s, h);
                 s
             };
+            if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
+                continue;
+            }
             self.numeric(slot, x, bins, spec, at);
         }
-        for (i, (name, v)) in rec.categories().enumerate() {
+        for (i, (name, v)) in rec.categories().enumerate().rev() {
             let h = name_hash(name);
             let cached = self.categorical_order.get(i).copied().unwrap_or((NO_SLOT, 0));
             let slot = if cached.0 != NO_SLOT && cached.1 == h {
@@ -500,6 +513,9 @@ impl ModelBins {
                 self.categorical_order[i] = (s, h);
                 s
             };
+            if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
+                continue;
+            }
             self.categorical(slot, v, bins, spec, at);
         }
         if let Some(p) = rec.prediction {
@@ -650,6 +666,31 @@ mod tests {
         }
         assert_eq!(again.frozen_layouts(), layouts);
         assert_eq!(again.total_bins(), m.total_bins());
+    }
+
+    #[test]
+    fn a_name_repeated_in_one_record_counts_once_with_its_last_value() {
+        let spec =
+            DriftSpec::new(10, std::time::Duration::from_secs(60), 4, 2, 1e-4).expect("valid");
+        let mut m = ModelBins::new();
+        let mut bins = BinCounts::default();
+        let mut r = InferenceRecord::default();
+        for i in 0..10 {
+            r.clear();
+            r.push_feature("x", f64::from(i));
+            m.record(&r, &mut bins, &spec, 10);
+        }
+        assert!(m.is_frozen(FeatureKind::Numeric, "x"));
+        r.clear();
+        r.push_feature("x", -100.0);
+        r.push_feature("x", 100.0);
+        m.record(&r, &mut bins, &spec, 10);
+        let mut out = Vec::new();
+        bins.drain_into(&mut out);
+        // One count, in the overflow bin (100 > 9), none in the underflow bin.
+        assert_eq!(out.iter().sum::<u64>(), 1);
+        assert_eq!(out.first(), Some(&0));
+        assert_eq!(out.last(), Some(&1));
     }
 
     #[test]

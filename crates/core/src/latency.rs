@@ -12,9 +12,10 @@
 //! appends one `u32` bucket value per event and compacts to sorted (bucket, count) runs when the
 //! buffer grows, so memory is bounded by the number of distinct buckets (at most about 23,500 for
 //! 3 digits) whatever the rate. A closed pane is encoded as LEB128 varints of bucket deltas and
-//! counts: about 3 bytes per distinct bucket. Window quantiles are read from one scratch HDR
-//! histogram that the window's panes are replayed into ([`WindowLatency`]), so quantiles are
-//! exactly HDR's.
+//! counts: about 3 bytes per distinct bucket. Each version keeps its window's buckets up to
+//! date as panes enter and leave it (a merge of two sparse lists per slide), and window
+//! quantiles follow HDR's rule (`value_at_quantile`, reported at the bucket's middle);
+//! [`WindowLatency`] replays panes into a scratch HDR histogram and gives the same answer.
 
 use hdrhistogram::Histogram;
 

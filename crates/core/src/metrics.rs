@@ -4,7 +4,7 @@
 //! event time; on a tie the larger value, so merging is order-independent) and a relative-error
 //! quantile sketch (DDSketch, 1% relative accuracy) of the values. For `kind = counter` the values
 //! are cumulative per (model, version, `host` attribute): the increase since the previous sample of
-//! the same series (in arrival order) is added to the pane, and a decrease is a reset, whose
+//! the same series (by event time; an older sample adds nothing) is added to the pane, and a decrease is a reset, whose
 //! increase is the new value itself (the counter restarted from zero). A window's rate is its
 //! summed increase divided by the window length. The last value of every counter series outlives
 //! windows: [`CounterSeries`] is persisted and restored so a restart does not lose a rate.

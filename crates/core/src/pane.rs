@@ -82,17 +82,17 @@ impl PaneStats {
     /// Adds everything but the latency buckets (which a window reads through a scratch
     /// histogram instead of re-encoding them).
     pub(crate) fn merge_scalars(&mut self, o: &PaneStats) {
-        self.requests += o.requests;
+        self.requests = self.requests.saturating_add(o.requests);
         for &(s, c) in &o.statuses {
             add_status(&mut self.statuses, s, c);
         }
-        self.latency_sum_us += o.latency_sum_us;
+        self.latency_sum_us = self.latency_sum_us.saturating_add(o.latency_sum_us);
         self.latency_min_ms = self.latency_min_ms.min(o.latency_min_ms);
         self.latency_max_ms = self.latency_max_ms.max(o.latency_max_ms);
         self.ttft_max_ms = self.ttft_max_ms.max(o.ttft_max_ms);
-        self.token_requests += o.token_requests;
-        self.tokens_in += o.tokens_in;
-        self.tokens_out += o.tokens_out;
+        self.token_requests = self.token_requests.saturating_add(o.token_requests);
+        self.tokens_in = self.tokens_in.saturating_add(o.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
         if self.bins.len() < o.bins.len() {
             self.bins.resize(o.bins.len(), 0);
         }
@@ -161,7 +161,7 @@ impl BinCounts {
         *c += 1;
     }
 
-    fn drain_into(&mut self, out: &mut Vec<u64>) {
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<u64>) {
         out.clear();
         out.resize(self.narrow.len().max(self.wide.len()), 0);
         for (o, &n) in out.iter_mut().zip(&self.narrow) {

@@ -107,6 +107,8 @@ pub struct TrackerStats {
     pub windows_emitted: u64,
     /// Versions evicted after `idle_ttl`.
     pub keys_evicted: u64,
+    /// Counter samples of new series past the series cap (their increase is not counted).
+    pub over_counter_cap: u64,
 }
 
 /// Where a partition can resume from after a restart (see delivery.md).
@@ -147,6 +149,8 @@ fn host_hash(host: &str) -> u64 {
     BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(host)
 }
 const MAX_METRIC_NAMES: usize = 4_096;
+/// Most counter series (version, metric, host) whose last sample is kept for rates.
+const MAX_COUNTER_SERIES: usize = 100_000;
 const OTHER: &str = "__other__";
 
 #[derive(Debug)]
@@ -437,7 +441,7 @@ impl Tracker {
                     None => key.partitions.push((partition, pane)),
                 }
                 if key.next_window_end.is_none() {
-                    let end = (pane + 1) * slide;
+                    let end = pane.saturating_add(1).saturating_mul(slide);
                     key.next_window_end = Some(end.max(key.last_emitted_end.saturating_add(slide)));
                 }
                 key.open.len() - 1
@@ -467,7 +471,9 @@ impl Tracker {
         add_status(&mut s.statuses, status, 1);
         let lat = rec.latency_ms;
         op.latency.record(self.quantizer.bucket(lat));
-        s.latency_sum_us += (lat.max(0.0) * 1000.0).round() as u64;
+        let lat_us =
+            (lat.max(0.0) * 1000.0).round().min(crate::latency::HIGHEST_TRACKABLE_US as f64);
+        s.latency_sum_us = s.latency_sum_us.saturating_add(lat_us as u64);
         s.latency_min_ms = s.latency_min_ms.min(lat);
         s.latency_max_ms = s.latency_max_ms.max(lat);
         if let Some(tt) = rec.ttft_ms {
@@ -476,8 +482,8 @@ impl Tracker {
         }
         if rec.tokens_in.is_some() || rec.tokens_out.is_some() {
             s.token_requests += 1;
-            s.tokens_in += rec.tokens_in.unwrap_or(0).max(0) as u64;
-            s.tokens_out += rec.tokens_out.unwrap_or(0).max(0) as u64;
+            s.tokens_in = s.tokens_in.saturating_add(rec.tokens_in.unwrap_or(0).max(0) as u64);
+            s.tokens_out = s.tokens_out.saturating_add(rec.tokens_out.unwrap_or(0).max(0) as u64);
         }
         model.bins.record(rec, &mut op.bins, &self.cfg.drift, self.cfg.limits.max_features());
         self.note_offset(src, pane, wm_before);
@@ -502,9 +508,11 @@ impl Tracker {
                 Some((pt, _)) if t < pt => 0.0, // out of order: no increase
                 _ => counter_increase(prev.map(|p| p.1), rec.value),
             };
+            let full = self.counters.len() >= MAX_COUNTER_SERIES;
             match self.counters.get_mut(&series) {
                 Some(c) if t >= c.1 => (c.1, c.2) = (t, rec.value),
                 Some(_) => {}
+                None if full => self.stats.over_counter_cap += 1,
                 None => {
                     self.counters.insert(series, (host.into(), t, rec.value));
                 }
@@ -662,9 +670,11 @@ impl Tracker {
             if end > ready {
                 break;
             }
-            let first_pane = w.pane_of(end - w.window_ms());
-            // Jump over empty stretches straight to the first window holding data.
-            if let Some(&(p0, _)) = key.closed.front() {
+            let first_pane = w.pane_of(end.saturating_sub(w.window_ms()));
+            // Jump over empty stretches straight to the first window holding data, closed or
+            // still open (a lone old event must not make this loop walk every slide since).
+            let earliest = key.closed.front().map(|c| c.0).into_iter();
+            if let Some(p0) = earliest.chain(key.open.iter().map(|o| o.pane)).min() {
                 let first_end = w.pane_end(p0);
                 if end < first_end {
                     key.next_window_end = Some(first_end);
@@ -708,7 +718,7 @@ impl Tracker {
                         metric_names: &self.metric_names,
                         bins: &model.bins,
                     },
-                    start_ms: end - w.window_ms(),
+                    start_ms: end.saturating_sub(w.window_ms()),
                     end_ms: end,
                     latency: key.window_latency.summary(&self.quantizer),
                     ttft: key.window_ttft.summary(&self.quantizer),
@@ -719,7 +729,7 @@ impl Tracker {
             }
             key.last_emitted_end = end;
             // Drop panes no later window needs.
-            let next_first = w.pane_of(end + slide - w.window_ms());
+            let next_first = w.pane_of(end.saturating_add(slide).saturating_sub(w.window_ms()));
             while key.closed.front().is_some_and(|(p, _)| *p < next_first) {
                 if let Some((p, s)) = key.closed.pop_front() {
                     if key.in_window(p) {
@@ -730,8 +740,8 @@ impl Tracker {
                 }
             }
             key.window_panes.0 = key.window_panes.0.max(next_first);
-            key.next_window_end =
-                (!key.closed.is_empty() || !key.open.is_empty()).then_some(end + slide);
+            key.next_window_end = (!key.closed.is_empty() || !key.open.is_empty())
+                .then_some(end.saturating_add(slide));
         }
 
         // 4. Evict a version silent for idle_ttl with nothing left to emit.
@@ -753,11 +763,35 @@ impl Tracker {
     /// watermark (`wm_R`) and its cutoff (`C`): events in panes ending at or before the cutoff
     /// are skipped.
     pub fn restore_partition(&mut self, partition: u32, watermark_ms: i64, cutoff_ms: i64) {
+        self.forget_partition(partition);
         let lateness = self.cfg.windows.lateness_ms();
         let p = self.partition_mut(partition);
         p.max_event_ms = (watermark_ms != i64::MIN).then(|| watermark_ms.saturating_add(lateness));
         p.cutoff_ms = cutoff_ms;
         p.first_events.clear();
+    }
+
+    /// Drops everything a partition contributed that is not closed yet (its open panes in every
+    /// version) and resets its watermark, idleness and cutoff: for a partition that was revoked,
+    /// or before replaying it. Closed panes already merged into windows stay.
+    pub fn forget_partition(&mut self, partition: u32) {
+        for key in self.keys.iter_mut().flatten() {
+            let mut i = 0;
+            while i < key.open.len() {
+                if key.open[i].partition == partition {
+                    self.pool.push(key.open.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            key.partitions.retain(|&(q, _)| q != partition);
+        }
+        if let Some(p) = self.partitions.get_mut(partition as usize) {
+            let room = p.first_events.capacity();
+            *p = PartitionState::new();
+            p.first_events.reserve(room);
+        }
+        self.dirty = true;
     }
 
     /// The lowest offset (with the watermark before it) of any recorded event of `partition`

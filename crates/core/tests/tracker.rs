@@ -515,3 +515,59 @@ proptest! {
         prop_assert_eq!(abc, (one.0, one.1, one.2));
     }
 }
+
+#[test]
+fn a_lone_ancient_event_does_not_make_windows_walk_every_slide_since() {
+    let c = cfg(30, 10, 0);
+    let mut tr = Tracker::new(c);
+    let mut out = Collected::default();
+    let mut r = InferenceRecord::default();
+    let now = 1_700_000_000_000;
+    // An unset producer field: event time 0, then normal traffic.
+    record(&mut r, &ev(0, 1.0));
+    tr.record_inference(Source { partition: 0, offset: 0, record_ts_ms: now }, &r);
+    for i in 1..100 {
+        record(&mut r, &ev(now + i * 1_000, 1.0));
+        tr.record_inference(Source { partition: 0, offset: i, record_ts_ms: now + i * 1_000 }, &r);
+        tr.advance(&mut out);
+    }
+    // The 1970 pane's windows (3) and today's: nothing in between.
+    assert!(out.windows.len() < 20, "{}", out.windows.len());
+    assert_eq!(out.windows.keys().filter(|k| k.2 < now).count(), 3);
+    // Extreme times neither panic nor hang.
+    for t in [i64::MIN, i64::MAX, i64::MIN + 1] {
+        record(&mut r, &ev(t, 1.0));
+        tr.record_inference(Source { partition: 1, offset: 0, record_ts_ms: i64::MAX }, &r);
+        tr.advance(&mut out);
+    }
+    close_all(&mut tr, &mut out, now + 100_000);
+}
+
+#[test]
+fn forgetting_a_partition_drops_its_open_panes_so_a_replay_counts_once() {
+    let c = cfg(30, 10, 0);
+    let events: Vec<Ev> = (0..50).map(|i| ev(i * 1_000, 1.0)).collect();
+    let run_all = |tr: &mut Tracker, out: &mut Collected, from: usize| {
+        let mut r = InferenceRecord::default();
+        for (o, e) in events.iter().enumerate().skip(from) {
+            record(&mut r, e);
+            tr.record_inference(Source { partition: 0, offset: o as i64, record_ts_ms: e.t }, &r);
+            tr.advance(out);
+        }
+    };
+    let mut tr = Tracker::new(c);
+    let mut first = Collected::default();
+    run_all(&mut tr, &mut first, 0);
+    // Revoked, then assigned back: replay from the start of the open panes.
+    let wm = tr.watermark(0).unwrap();
+    let cutoff = wm.div_euclid(10_000) * 10_000;
+    let resume = tr.resume_point(0, cutoff).unwrap();
+    tr.restore_partition(0, resume.watermark_ms, cutoff);
+    let mut second = Collected::default();
+    run_all(&mut tr, &mut second, resume.offset as usize);
+    close_all(&mut tr, &mut second, 60_000);
+    let (full, _) = run(c, &events.iter().cloned().map(|e| (0, e)).collect::<Vec<_>>(), 1);
+    let mut merged = first.panes.clone();
+    merged.extend(second.panes);
+    assert_eq!(merged, full.panes);
+}
