@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use modelwatch_core::event::InferenceRecord;
+use modelwatch_core::event::{InferenceRecord, RawText};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::{
@@ -119,37 +119,11 @@ fn fast<const UTF8: bool>(c: &mut Cursor<'_>, r: &mut InferenceRecord) -> Result
             }
         }
     })?;
-    field(c, "categories", |c| {
-        loop {
-            let n = c.block()?;
-            if n == 0 {
-                return Ok(());
-            }
-            for _ in 0..n {
-                let k = text::<UTF8>(c)?;
-                let v = text::<UTF8>(c)?;
-                let (k, v) = (r.raw(k), r.raw(v));
-                r.push_category_raw(k, v);
-            }
-        }
-    })?;
+    field(c, "categories", |c| string_map::<UTF8>(c, r, InferenceRecord::push_category_raw))?;
     r.tokens_in = field(c, "tokens_in", |c| c.nullable(Cursor::long))?;
     r.tokens_out = field(c, "tokens_out", |c| c.nullable(Cursor::long))?;
     r.ttft_ms = field(c, "ttft_ms", |c| c.nullable(Cursor::double))?;
-    field(c, "attributes", |c| {
-        loop {
-            let n = c.block()?;
-            if n == 0 {
-                return Ok(());
-            }
-            for _ in 0..n {
-                let k = text::<UTF8>(c)?;
-                let v = text::<UTF8>(c)?;
-                let (k, v) = (r.raw(k), r.raw(v));
-                r.push_attribute_raw(k, v);
-            }
-        }
-    })
+    field(c, "attributes", |c| string_map::<UTF8>(c, r, InferenceRecord::push_attribute_raw))
 }
 
 /// The error of a datum the raw read rejected, found again by a read that validates every
@@ -164,6 +138,27 @@ fn precise(mut from: Cursor<'_>, r: &mut InferenceRecord) -> Option<DecodeError>
 #[inline(always)]
 fn text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<&'a [u8], Fail> {
     if UTF8 { c.str().map(str::as_bytes) } else { c.bytes() }
+}
+
+/// An Avro map of strings, each (key, value) handed to `push` as raw text.
+#[inline(always)]
+fn string_map<const UTF8: bool>(
+    c: &mut Cursor<'_>,
+    r: &mut InferenceRecord,
+    push: fn(&mut InferenceRecord, RawText, RawText),
+) -> Result<(), Fail> {
+    loop {
+        let n = c.block()?;
+        if n == 0 {
+            return Ok(());
+        }
+        for _ in 0..n {
+            let k = text::<UTF8>(c)?;
+            let v = text::<UTF8>(c)?;
+            let (k, v) = (r.raw(k), r.raw(v));
+            push(r, k, v);
+        }
+    }
 }
 
 /// [`text`] that must not be empty.

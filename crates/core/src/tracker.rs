@@ -192,6 +192,12 @@ impl KeyState {
     fn in_window(&self, pane: i64) -> bool {
         self.window_panes.0 <= pane && pane <= self.window_panes.1
     }
+
+    /// Adds a pane's latency and TTFT buckets to the running window, or removes them.
+    fn apply_to_window(&mut self, s: &PaneStats, add: bool, scratch: &mut Vec<(u32, u32)>) {
+        self.window_latency.apply(&s.latency, add, scratch);
+        self.window_ttft.apply(&s.ttft, add, scratch);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -635,8 +641,7 @@ impl Tracker {
                 }
             }
             if key.in_window(o.pane) {
-                key.window_latency.apply(&o.stats.latency, true, &mut self.merge_scratch);
-                key.window_ttft.apply(&o.stats.ttft, true, &mut self.merge_scratch);
+                key.apply_to_window(&o.stats, true, &mut self.merge_scratch);
             }
             match key.closed.binary_search_by_key(&o.pane, |c| c.0) {
                 Ok(j) => key.closed[j].1.merge(&o.stats),
@@ -684,7 +689,7 @@ impl Tracker {
             let last_pane = w.pane_of(end) - 1;
             // Bring the running latency window to panes [first_pane, last_pane].
             for (p, s) in &key.closed {
-                let was = key.window_panes.0 <= *p && *p <= key.window_panes.1;
+                let was = key.in_window(*p);
                 let now = first_pane <= *p && *p <= last_pane;
                 if was != now {
                     key.window_latency.apply(&s.latency, now, &mut self.merge_scratch);
@@ -733,8 +738,7 @@ impl Tracker {
             while key.closed.front().is_some_and(|(p, _)| *p < next_first) {
                 if let Some((p, s)) = key.closed.pop_front() {
                     if key.in_window(p) {
-                        key.window_latency.apply(&s.latency, false, &mut self.merge_scratch);
-                        key.window_ttft.apply(&s.ttft, false, &mut self.merge_scratch);
+                        key.apply_to_window(&s, false, &mut self.merge_scratch);
                     }
                     self.stats_pool.push(s);
                 }
