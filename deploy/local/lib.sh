@@ -113,6 +113,33 @@ stop_pidfile() {
     log "$what stopped"
 }
 
+# stop_instance_main LABEL DEFAULT_DIR PIDNAME MARKER ARGS...: the body of the *-stop.sh scripts:
+# parses [--dir DIR] [--wipe], stops the instance of DIR by its pid file (MARKER: a string of
+# its command line; `{dir}` in it stands for the resolved directory) and, with --wipe, deletes
+# DIR. Not running: succeeds.
+stop_instance_main() {
+    local label="$1" dir="$2" pidname="$3" marker="$4" wipe=0
+    shift 4
+    while (($#)); do
+        case "$1" in
+        --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
+        --wipe) wipe=1; shift ;;
+        -h | --help) sed -n '2,6p' "$0"; return 0 ;;
+        *) die "unknown argument '$1' (try --help)" ;;
+        esac
+    done
+    if [[ ! -d "$dir" ]]; then
+        log "$label is not running (no directory $dir)"
+        return 0
+    fi
+    dir="$(cd "$dir" && pwd)"
+    stop_pidfile "$dir/$pidname" "${marker//\{dir\}/$dir}" "$label in $dir"
+    if ((wipe)); then
+        rm -rf -- "$dir"
+        log "removed $dir"
+    fi
+}
+
 # spawn LOGFILE PIDFILE CMD...: start CMD in its own session in the background, detached from
 # the caller's terminal and process group, output appended to LOGFILE; writes its pid to PIDFILE.
 spawn() {

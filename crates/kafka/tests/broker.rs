@@ -2,6 +2,9 @@
 //! real broker (`MODELWATCH_TEST_BROKERS`, required when `CI=true`).
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+mod common;
+
+use common::{create_topics, fresh, real_broker};
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -14,20 +17,12 @@ use modelwatch_kafka::{
 };
 use rdkafka::{
     ClientConfig, Message,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     mocking::MockCluster,
 };
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// A topic name no other test run uses.
-fn fresh(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}-{}-{nanos:09}", std::process::id())
 }
 
 #[test]
@@ -88,37 +83,6 @@ fn undelivered_messages_are_an_error_with_the_report() {
             assert_eq!((report.messages(), report.delivered), (10, 0));
         }
         other => panic!("expected undelivered, got {other:?}"),
-    }
-}
-
-/// The broker address, or `None` (with a note) when no broker is configured outside CI.
-fn real_broker() -> Option<String> {
-    match std::env::var("MODELWATCH_TEST_BROKERS") {
-        Ok(b) if !b.trim().is_empty() => Some(b),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "MODELWATCH_TEST_BROKERS is not set but CI=true: start a broker \
-                 (deploy/local/services.sh up) and export its address"
-            );
-            eprintln!(
-                "note: skipping the real-broker test: MODELWATCH_TEST_BROKERS is not set \
-                 (deploy/local/services.sh up prints it)"
-            );
-            None
-        }
-    }
-}
-
-fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures_executor::block_on(admin.create_topics(&new, &opts)).unwrap();
-    for r in results {
-        r.unwrap();
     }
 }
 

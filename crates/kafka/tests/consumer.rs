@@ -2,9 +2,12 @@
 //! required when `CI=true`). Every test uses its own random topic and group.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+mod common;
+
+use common::{create_topics, fresh, real_broker};
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use modelwatch_kafka::{
@@ -16,46 +19,13 @@ use modelwatch_kafka::{
 };
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     message::Headers,
     producer::{BaseProducer, BaseRecord, Producer},
 };
 
-/// A name no other test run uses.
-fn fresh(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
-/// The broker address, or `None` (with a note) when no broker is configured outside CI.
-fn real_broker() -> Option<String> {
-    match std::env::var("MODELWATCH_TEST_BROKERS") {
-        Ok(b) if !b.trim().is_empty() => Some(b),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "MODELWATCH_TEST_BROKERS is not set but CI=true: start a broker \
-                 (deploy/local/services.sh up) and export its address"
-            );
-            eprintln!(
-                "note: skipping the real-broker test: MODELWATCH_TEST_BROKERS is not set \
-                 (deploy/local/services.sh up prints it)"
-            );
-            None
-        }
-    }
-}
-
 fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let new = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in futures_executor::block_on(admin.create_topics(&new, &opts)).unwrap() {
-        r.unwrap();
-    }
+    create_topics(brokers, &[topic], partitions);
 }
 
 /// Produces `per_partition` records to each of `partitions`, keyed and valued `p:i` where `i`
