@@ -1,4 +1,6 @@
-//! modelwatch: the binary's library half. It reads and validates the configuration
-//! ([`config`]); the pipeline wiring joins it as the adapter crates land.
+//! modelwatch: the binary's library half: the configuration ([`config`]), the HTTP endpoints
+//! ([`http`]) and the wiring of `modelwatch run` ([`serve`]).
 
 pub mod config;
+pub mod http;
+pub mod serve;

@@ -41,8 +41,9 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run the pipeline: consume, window, score, judge, write (not yet available in this
-    /// build: it comes with the engine).
+    /// Run the pipeline: consume the input topics, window, score drift, write to ClickHouse,
+    /// serve /metrics. Applies pending migrations first. SIGINT/SIGTERM: finish what was
+    /// handed over, checkpoint, commit, exit 0.
     Run {
         /// The TOML configuration file.
         #[arg(long, short, value_name = "FILE")]
@@ -165,9 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { config } => migrate(&load(&config)?),
-        Command::Run { .. } => {
-            anyhow::bail!("`modelwatch run` is not yet available in this build")
-        }
+        Command::Run { config } => modelwatch::serve::run(&load(&config)?),
         Command::Gen(args) => {
             let opts = args.options()?;
             let report = modelwatch_kafka::run(opts).context("generating traffic")?;

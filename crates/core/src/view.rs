@@ -162,6 +162,10 @@ impl<'a> WindowView<'a> {
     pub fn ttft(&self) -> Option<LatencySummary> {
         self.ttft
     }
+    /// The additive smoothing of drift scores.
+    pub fn epsilon(&self) -> Epsilon {
+        self.epsilon
+    }
     /// Whether the version's pinned reference period is complete (drift against it exists).
     pub fn has_reference(&self) -> bool {
         self.reference.is_some()
@@ -188,6 +192,19 @@ impl<'a> WindowView<'a> {
         let eps = self.epsilon;
         self.view.features().map(move |(f, cur)| (f, drift_of(f, cur, f.slice(other_flat), eps)))
     }
+}
+
+/// Drift between two count vectors of the same model (flat, in the model's layout), feature
+/// by feature over the features frozen when `view` was taken: for example a canary's window
+/// against its baseline's window with the same end. `None` scores where either side has no
+/// counts.
+pub fn drift_between<'a, 'b>(
+    view: &StatsView<'a>,
+    current: &'b [u64],
+    reference: &'b [u64],
+    epsilon: Epsilon,
+) -> impl Iterator<Item = (FeatureRef<'a>, Option<DriftScores>)> + use<'a, 'b> {
+    view.bins.frozen().map(move |f| (f, drift_of(f, f.slice(current), f.slice(reference), epsilon)))
 }
 
 /// Scores two feature slices, padding a short one with zeros to the layout's length.

@@ -54,6 +54,8 @@ pub struct DeadLetterOptions {
     pub enqueue_timeout: Duration,
     /// How long the broker has to acknowledge a record (`message.timeout.ms`).
     pub delivery_timeout: Duration,
+    /// Further librdkafka properties (SASL, TLS), applied last.
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 impl DeadLetterOptions {
@@ -65,6 +67,7 @@ impl DeadLetterOptions {
             max_in_flight: 10_000,
             enqueue_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(60),
+            properties: std::collections::BTreeMap::new(),
         }
     }
 
@@ -76,6 +79,9 @@ impl DeadLetterOptions {
             .set("compression.type", "lz4")
             .set("enable.idempotence", "false")
             .set("message.timeout.ms", self.delivery_timeout.as_millis().max(1).to_string());
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
         c
     }
 }

@@ -30,5 +30,7 @@ pub use dead_letter::{DeadLetterError, DeadLetterOptions, DeadLetterProducer, De
 pub use encode::{EncodeError, Encoder, Encoding, Message, Messages, SchemaIds, TopicKind};
 pub use produce::{Acks, Compression, GenError, GenOptions, GenReport, Pacing, StopReason, run};
 pub use scenario::{Incident, IncidentEffect, ScenarioConfig};
-pub use source::{OffsetReset, Record, Revoked, Source, SourceError, SourceEvent, SourceOptions};
+pub use source::{
+    OffsetReset, Record, Revoked, Source, SourceError, SourceEvent, SourceOptions, WatermarkProbe,
+};
 pub use traffic::{Event, Scenario, ScenarioError};

@@ -318,6 +318,30 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// Asks the brokers for partitions' low and high watermarks; see [`Source::watermark_probe`].
+#[derive(Clone)]
+pub struct WatermarkProbe {
+    consumer: Arc<BaseConsumer<Ctx>>,
+}
+
+impl std::fmt::Debug for WatermarkProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatermarkProbe").finish_non_exhaustive()
+    }
+}
+
+impl WatermarkProbe {
+    /// The offset one past the last record of a partition (a network round trip, blocking).
+    pub fn high_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<i64, KafkaError> {
+        self.consumer.fetch_watermarks(topic, partition, timeout).map(|(_, high)| high)
+    }
+}
+
 /// Commands waiting for the poll thread, at most.
 const COMMAND_CAPACITY: usize = 16;
 
@@ -401,6 +425,12 @@ impl Source {
         let (reply, result) = sync_channel(1);
         self.commands.send((command, reply)).map_err(|_| SourceError::Stopped)?;
         result.recv().map_err(|_| SourceError::Stopped)?.map_err(SourceError::Pause)
+    }
+
+    /// A handle that asks the brokers for partitions' end offsets (for lag), usable from
+    /// another thread while this source runs.
+    pub fn watermark_probe(&self) -> WatermarkProbe {
+        WatermarkProbe { consumer: Arc::clone(&self.consumer) }
     }
 
     /// Poll and rebalance errors seen so far (librdkafka retries them itself).

@@ -1,0 +1,161 @@
+//! `modelwatch run`: the pipeline wired from the configuration.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use modelwatch_clickhouse::{Store, StoreConfig};
+use modelwatch_codec::{DirResolver, SchemaResolver};
+use modelwatch_engine::{
+    CanaryPair, ClickHouseSink, EngineMetrics, EngineOptions, PipelineOptions,
+};
+use modelwatch_kafka::{DeadLetterOptions, OffsetReset, SourceOptions};
+use prometheus_client::registry::Registry;
+
+use crate::config::{self, Config};
+use crate::http::{self, AppState};
+
+/// The store of the configured ClickHouse.
+pub fn store(config: &Config) -> anyhow::Result<Store> {
+    let ch = config.clickhouse();
+    let mut store_config =
+        StoreConfig::new(ch.url.as_str().trim_end_matches('/')).with_database(&ch.database);
+    store_config.user = Some(ch.user.clone());
+    let password = ch.password.expose();
+    store_config.password = (!password.is_empty()).then(|| password.to_owned());
+    Store::new(store_config).context("clickhouse settings")
+}
+
+/// The engine's options from the configuration.
+pub fn engine_options(config: &Config) -> anyhow::Result<EngineOptions> {
+    let k = config.kafka();
+    let brokers = k.brokers.join(",");
+    let mut source = SourceOptions::new(&brokers, &k.group_id, ["placeholder"]);
+    source.auto_offset_reset = match k.auto_offset_reset {
+        config::OffsetReset::Earliest => OffsetReset::Earliest,
+        config::OffsetReset::Latest => OffsetReset::Latest,
+    };
+    source.properties = k.properties.clone();
+    let resolver: Option<Arc<dyn SchemaResolver>> = match (&k.schema_registry_url, &k.schema_dir) {
+        (Some(url), _) => Some(Arc::new(modelwatch_codec::RegistryResolver::new(
+            url.as_str(),
+            Duration::from_secs(10),
+        ))),
+        (None, Some(dir)) => Some(Arc::new(
+            DirResolver::load(dir)
+                .with_context(|| format!("loading schemas from {}", dir.display()))?,
+        )),
+        (None, None) => None,
+    };
+    let pipeline = PipelineOptions {
+        core: *config.core(),
+        group: k.group_id.clone(),
+        format: k.format,
+        resolver,
+        canaries: config
+            .canaries()
+            .iter()
+            .map(|c| CanaryPair {
+                model: c.model.clone(),
+                baseline: c.baseline.clone(),
+                canary: c.canary.clone(),
+            })
+            .collect(),
+    };
+    let mut o =
+        EngineOptions::new(source, k.inference_topics.clone(), k.metric_topics.clone(), pipeline);
+    o.dead_letter = k.dead_letter_topic.as_ref().map(|t| {
+        let mut d = DeadLetterOptions::new(&brokers, t);
+        d.properties = k.properties.clone();
+        d
+    });
+    Ok(o)
+}
+
+/// Runs until SIGINT or SIGTERM (then flushes, checkpoints, commits and returns).
+pub fn run(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("modelwatch-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let store = store(config)?;
+    let writer = runtime.block_on(async {
+        let applied = store.migrate().await.context("applying migrations")?;
+        if !applied.is_empty() {
+            tracing::info!(applied = ?applied, "migrations applied");
+        }
+        store.writer().await.context("checking the tables")
+    })?;
+
+    let metrics = Arc::new(EngineMetrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http_task = if config.http().enabled {
+        let state = AppState { registry: Arc::new(registry), engine: Arc::clone(&metrics) };
+        let addr = config.http().listen;
+        let shutdown = async move {
+            let _ = http_stop_rx.await;
+        };
+        Some(runtime.spawn(async move { http::serve(addr, state, shutdown).await }))
+    } else {
+        None
+    };
+    {
+        let stop = Arc::clone(&stop);
+        runtime.spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: finishing handed-off batches, checkpointing");
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    let opts = engine_options(config)?;
+    let sink = ClickHouseSink::new(writer, Arc::clone(&metrics));
+    let handle = runtime.handle().clone();
+    let engine_stop = Arc::clone(&stop);
+    let engine_metrics = Arc::clone(&metrics);
+    let engine = std::thread::Builder::new()
+        .name("modelwatch-engine".into())
+        .spawn(move || {
+            modelwatch_engine::run(opts, store, sink, engine_metrics, handle, engine_stop)
+        })
+        .context("starting the engine thread")?;
+    let result = engine.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    let _ = http_stop_tx.send(());
+    if let Some(t) = http_task {
+        match runtime.block_on(t) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "http server failed"),
+            Err(e) => tracing::warn!(error = %e, "http task failed"),
+        }
+    }
+    let report = result.context("engine")?;
+    tracing::info!(
+        records = report.records,
+        flushes = report.flushes,
+        dead_letters = report.dead_letters,
+        "stopped cleanly"
+    );
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,231 @@
+//! Turns what the tracker closes into rows of the output tables.
+//!
+//! Panes become `pane_stats` and `pane_bins` rows (with the stable source partition of
+//! [`crate::topics`]); windows become `window_stats` and `metric_stats` rows, drift of every
+//! version against its pinned reference period (`reference = 'period'`), and drift of each
+//! configured canary against its baseline's window with the same end
+//! (`reference = 'version:<baseline>'`, scored on the canary's side: D(canary || baseline)).
+//! Rows are built when a pane or window closes, never per event. Panes and windows without
+//! requests (metric events only) give no `pane_stats`, `pane_bins` or `window_stats` rows:
+//! a version's metric events and inference logs may come from partitions owned by different
+//! instances, and each table then has exactly one writer per key.
+
+use std::collections::VecDeque;
+
+use modelwatch_clickhouse::rows::{
+    DriftScoreRow, MetricStatsRow, PaneBinsRow, PaneStatsRow, WindowStatsRow,
+};
+use modelwatch_core::view::drift_between;
+use modelwatch_core::{Output, PaneView, WindowView};
+
+/// The `reference` column of drift against the pinned reference period.
+pub const REFERENCE_PERIOD: &str = "period";
+
+/// Rows of the data tables waiting for the sink.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rows {
+    /// `pane_stats`.
+    pub pane_stats: Vec<PaneStatsRow>,
+    /// `pane_bins`.
+    pub pane_bins: Vec<PaneBinsRow>,
+    /// `window_stats`.
+    pub window_stats: Vec<WindowStatsRow>,
+    /// `drift_scores`.
+    pub drift_scores: Vec<DriftScoreRow>,
+    /// `metric_stats`.
+    pub metric_stats: Vec<MetricStatsRow>,
+}
+
+impl Rows {
+    /// Rows in all tables.
+    pub fn len(&self) -> usize {
+        self.pane_stats.len()
+            + self.pane_bins.len()
+            + self.window_stats.len()
+            + self.drift_scores.len()
+            + self.metric_stats.len()
+    }
+
+    /// No rows at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `other`'s rows.
+    pub fn append(&mut self, other: &mut Rows) {
+        self.pane_stats.append(&mut other.pane_stats);
+        self.pane_bins.append(&mut other.pane_bins);
+        self.window_stats.append(&mut other.window_stats);
+        self.drift_scores.append(&mut other.drift_scores);
+        self.metric_stats.append(&mut other.metric_stats);
+    }
+}
+
+/// A canary and its baseline (from the `[[canary]]` configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryPair {
+    /// The model.
+    pub model: String,
+    /// The baseline version.
+    pub baseline: String,
+    /// The canary version.
+    pub canary: String,
+}
+
+/// Windows of one side of a pair kept until the other side's window with the same end closes.
+const PAIR_WINDOWS_KEPT: usize = 64;
+
+#[derive(Debug)]
+struct PairState {
+    pair: CanaryPair,
+    reference: String,
+    /// (window end, is the canary's, flat bin counts).
+    pending: VecDeque<(i64, bool, Vec<u64>)>,
+}
+
+/// The [`Output`] of the engine: rows for the sink.
+#[derive(Debug)]
+pub struct Collector {
+    /// Rows collected since the last [`Collector::take`].
+    pub rows: Rows,
+    /// Stable source partition by tracker id.
+    pub(crate) source_ids: Vec<u32>,
+    pairs: Vec<PairState>,
+    written_at_ms: u64,
+    /// Versions evicted since the last look.
+    pub(crate) evicted: u64,
+}
+
+impl Collector {
+    /// A collector that scores the given canary pairs.
+    pub fn new(pairs: Vec<CanaryPair>) -> Self {
+        Self {
+            rows: Rows::default(),
+            source_ids: Vec::new(),
+            pairs: pairs
+                .into_iter()
+                .map(|pair| PairState {
+                    reference: format!("version:{}", pair.baseline),
+                    pair,
+                    pending: VecDeque::new(),
+                })
+                .collect(),
+            written_at_ms: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Sets the wall-clock `written_at_ms` of the rows built from now on.
+    pub fn set_written_at(&mut self, ms: u64) {
+        self.written_at_ms = ms;
+    }
+
+    /// The rows collected so far, leaving none.
+    pub fn take(&mut self) -> Rows {
+        std::mem::take(&mut self.rows)
+    }
+
+    fn source_partition(&self, tracker_id: u32) -> u32 {
+        self.source_ids.get(tracker_id as usize).copied().unwrap_or(tracker_id)
+    }
+
+    fn pair_drift(&mut self, w: &WindowView<'_>) {
+        let v = w.view();
+        let (model, version, end) = (v.model(), v.version(), w.end_ms());
+        let flat = v.stats().bins();
+        for st in &mut self.pairs {
+            if st.pair.model != model {
+                continue;
+            }
+            let is_canary = if st.pair.canary == version {
+                true
+            } else if st.pair.baseline == version {
+                false
+            } else {
+                continue;
+            };
+            let other = st.pending.iter().position(|(e, c, _)| *e == end && *c != is_canary);
+            let Some(i) = other else {
+                if st.pending.len() >= PAIR_WINDOWS_KEPT {
+                    st.pending.pop_front();
+                }
+                st.pending.push_back((end, is_canary, flat.to_vec()));
+                continue;
+            };
+            let Some((_, _, other)) = st.pending.remove(i) else { continue };
+            let (canary, baseline) =
+                if is_canary { (flat, other.as_slice()) } else { (other.as_slice(), flat) };
+            for (f, s) in drift_between(v, canary, baseline, w.epsilon()) {
+                let Some(s) = s else { continue };
+                self.rows.drift_scores.push(DriftScoreRow::new(
+                    model,
+                    &st.pair.canary,
+                    &st.reference,
+                    f.kind,
+                    f.name,
+                    end,
+                    &s,
+                    self.written_at_ms,
+                ));
+            }
+            // Older windows of this pair will never find their other side.
+            st.pending.retain(|(e, _, _)| *e > end);
+        }
+    }
+}
+
+impl Output for Collector {
+    fn pane_closed(&mut self, pane: &PaneView<'_>) {
+        // A pane of metric events only has nothing for these tables.
+        if pane.view().requests() == 0 {
+            return;
+        }
+        let sp = self.source_partition(pane.partition());
+        let mut row = PaneStatsRow::from_pane(pane, self.written_at_ms);
+        row.source_partition = sp;
+        self.rows.pane_stats.push(row);
+        let start = self.rows.pane_bins.len();
+        self.rows.pane_bins.extend(PaneBinsRow::from_pane(pane, self.written_at_ms));
+        for r in &mut self.rows.pane_bins[start..] {
+            r.source_partition = sp;
+        }
+    }
+
+    fn window_closed(&mut self, w: &WindowView<'_>) {
+        let v = w.view();
+        // Without requests a window has only metric events: no `window_stats` row, so an
+        // instance that owns a version's metric partition but not its inference partition never
+        // replaces the other instance's row.
+        if v.requests() > 0 {
+            self.rows.window_stats.push(WindowStatsRow::from_window(w, self.written_at_ms));
+        }
+        self.rows.metric_stats.extend(MetricStatsRow::from_window(w, self.written_at_ms));
+        for (f, s) in w.drift_vs_reference() {
+            let Some(s) = s else { continue };
+            self.rows.drift_scores.push(DriftScoreRow::new(
+                v.model(),
+                v.version(),
+                REFERENCE_PERIOD,
+                f.kind,
+                f.name,
+                w.end_ms(),
+                &s,
+                self.written_at_ms,
+            ));
+        }
+        if !self.pairs.is_empty() {
+            self.pair_drift(w);
+        }
+    }
+
+    fn key_evicted(&mut self, model: &str, version: &str) {
+        self.evicted += 1;
+        for st in &mut self.pairs {
+            let side = if st.pair.canary == version { Some(true) } else { None };
+            let side = side.or((st.pair.baseline == version).then_some(false));
+            if let (true, Some(c)) = (st.pair.model == model, side) {
+                st.pending.retain(|(_, is_canary, _)| *is_canary != c);
+            }
+        }
+    }
+}

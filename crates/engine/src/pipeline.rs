@@ -1,0 +1,516 @@
+//! The synchronous heart of the engine: Kafka records in, rows and checkpoints out.
+//!
+//! A [`Pipeline`] decodes each record's value, feeds the events to the core
+//! [`Tracker`], closes panes and windows on the watermarks, and collects the resulting rows.
+//! [`Pipeline::take_flush`] hands everything collected so far to the sink together with the
+//! checkpoint of every partition (delivery.md) and the state that outlives a window: new bin
+//! layouts, references (as of each partition's cutoff) and counter series (as of each
+//! partition's resume offset). No I/O, no clock: the run loop gives it the time.
+//!
+//! A record is rejected (and, if configured, dead-lettered by the run loop with the reason)
+//! when it has no value, does not decode, has a bad timestamp, is late, or belongs to a model
+//! or version over its cap. A newline-delimited JSON message with several records is
+//! rejected with the first problem found, after its other records were counted.
+
+use std::fmt;
+
+use crate::shim::{PartitionCheckpoint, Shim as _};
+use modelwatch_clickhouse::rows::{
+    CheckpointRow, CounterSeriesRow, DriftLayoutRow, DriftReferenceRow,
+};
+use modelwatch_codec::{Format, InferenceDecoder, MetricDecoder, SchemaResolver};
+use modelwatch_core::bins::FrozenLayout;
+use modelwatch_core::tracker::{ReferenceSnapshot, TrackerStats};
+use modelwatch_core::{Admission, CoreConfig, Source, Tracker, metrics::CounterSeries};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
+
+use crate::collect::{CanaryPair, Collector, Rows};
+use crate::topics::{TopicKind, Topics};
+
+/// A Kafka record as the pipeline sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Topic index (see [`Topics`]).
+    pub topic: u32,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Record timestamp, ms since the epoch.
+    pub timestamp: Option<i64>,
+    /// The value (`None`: a tombstone).
+    pub payload: Option<&'a [u8]>,
+}
+
+/// Why a record was not (entirely) counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectKind {
+    /// No value.
+    Tombstone,
+    /// The value does not decode.
+    Malformed,
+    /// Event time too far ahead of the record timestamp.
+    BadTimestamp,
+    /// Its pane had closed.
+    Late,
+    /// A new model over `max_models`.
+    OverModelCap,
+    /// A new version over `max_versions_per_model`.
+    OverVersionCap,
+}
+
+impl RejectKind {
+    /// Every kind, for metrics.
+    pub const ALL: [RejectKind; 6] = [
+        Self::Tombstone,
+        Self::Malformed,
+        Self::BadTimestamp,
+        Self::Late,
+        Self::OverModelCap,
+        Self::OverVersionCap,
+    ];
+
+    /// The label used in metrics and dead-letter reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tombstone => "tombstone",
+            Self::Malformed => "malformed",
+            Self::BadTimestamp => "bad_timestamp",
+            Self::Late => "late",
+            Self::OverModelCap => "over_model_cap",
+            Self::OverVersionCap => "over_version_cap",
+        }
+    }
+
+    fn of(a: Admission) -> Option<Self> {
+        match a {
+            Admission::Recorded | Admission::Skipped => None,
+            Admission::Late => Some(Self::Late),
+            Admission::BadTimestamp => Some(Self::BadTimestamp),
+            Admission::OverModelCap => Some(Self::OverModelCap),
+            Admission::OverVersionCap => Some(Self::OverVersionCap),
+        }
+    }
+}
+
+/// A rejected record: the kind and a human-readable reason (for the dead-letter header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The kind.
+    pub kind: RejectKind,
+    /// The reason, for people.
+    pub reason: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.reason)
+    }
+}
+
+/// Counts per topic, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicCounts {
+    /// Records read.
+    pub records: u64,
+    /// Events decoded (a JSON record may hold several).
+    pub events: u64,
+    /// Events recorded into panes.
+    pub recorded: u64,
+    /// Replayed events skipped before a checkpoint's cutoff.
+    pub skipped: u64,
+    /// Rejected events (or records, for tombstones and undecodable values) by kind, in the
+    /// order of [`RejectKind::ALL`].
+    pub rejected: [u64; 6],
+}
+
+/// One partition's checkpoint, ready for the sink and for the commit after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionCommit {
+    /// Tracker id.
+    pub tracker_id: u32,
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Kafka partition.
+    pub partition: i32,
+    /// The checkpoint.
+    pub checkpoint: PartitionCheckpoint,
+}
+
+/// Everything for one trip to the sink: rows first, then state, then checkpoints.
+#[derive(Debug, Default)]
+pub struct Flush {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// Data rows.
+    pub rows: Rows,
+    /// Bin layouts frozen since the last flush (first write wins: never rewritten).
+    pub layouts: Vec<DriftLayoutRow>,
+    /// Reference snapshots as of the checkpoints' cutoffs.
+    pub references: Vec<DriftReferenceRow>,
+    /// Counter series as of the checkpoints' resume offsets.
+    pub counters: Vec<CounterSeriesRow>,
+    /// Checkpoint rows, written last.
+    pub checkpoints: Vec<CheckpointRow>,
+    /// The checkpoints, for the commit and the release after the sink acknowledged.
+    pub commits: Vec<PartitionCommit>,
+}
+
+impl Flush {
+    /// Rows in all tables.
+    pub fn row_count(&self) -> usize {
+        self.rows.len()
+            + self.layouts.len()
+            + self.references.len()
+            + self.counters.len()
+            + self.checkpoints.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartState {
+    /// Last consumed offset + 1 (`None` before the first record, without a checkpoint).
+    next_offset: Option<i64>,
+    assigned: bool,
+}
+
+/// Settings of a [`Pipeline`].
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Windows, drift, limits and latency.
+    pub core: CoreConfig,
+    /// The consumer group (the checkpoints' key).
+    pub group: String,
+    /// Value framing.
+    pub format: Format,
+    /// Writer schemas for ids and fingerprints (`None`: the contract's own only).
+    pub resolver: Option<Arc<dyn SchemaResolver>>,
+    /// Canary pairs scored against their baselines.
+    pub canaries: Vec<CanaryPair>,
+}
+
+/// The synchronous pipeline; see the module docs.
+#[derive(Debug)]
+pub struct Pipeline {
+    topics: Topics,
+    group: String,
+    tracker: Tracker,
+    inference: InferenceDecoder,
+    metric: MetricDecoder,
+    collector: Collector,
+    parts: Vec<PartState>,
+    counts: Vec<TopicCounts>,
+    written_layouts: FxHashSet<(String, String, String)>,
+    complete_references: FxHashSet<(String, String)>,
+    seq: u64,
+}
+
+impl Pipeline {
+    /// A pipeline over the given topics.
+    pub fn new(topics: Topics, opts: PipelineOptions) -> Self {
+        let (inference, metric) = match &opts.resolver {
+            Some(r) => (
+                InferenceDecoder::with_resolver(opts.format, Arc::clone(r)),
+                MetricDecoder::with_resolver(opts.format, Arc::clone(r)),
+            ),
+            None => (InferenceDecoder::new(opts.format), MetricDecoder::new(opts.format)),
+        };
+        let counts = vec![TopicCounts::default(); topics.all().len()];
+        Self {
+            topics,
+            group: opts.group,
+            tracker: Tracker::new(opts.core),
+            inference,
+            metric,
+            collector: Collector::new(opts.canaries),
+            parts: Vec::new(),
+            counts,
+            written_layouts: FxHashSet::default(),
+            complete_references: FxHashSet::default(),
+            seq: 0,
+        }
+    }
+
+    /// The topics.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// The tracker (read-only).
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Counts per topic, by topic index.
+    pub fn counts(&self) -> &[TopicCounts] {
+        &self.counts
+    }
+
+    /// The tracker's counters.
+    pub fn tracker_stats(&self) -> TrackerStats {
+        self.tracker.stats()
+    }
+
+    /// Rows collected and not yet flushed.
+    pub fn pending_rows(&self) -> usize {
+        self.collector.rows.len()
+    }
+
+    /// Sets the wall-clock `written_at_ms` of rows built from now on.
+    pub fn set_written_at(&mut self, ms: u64) {
+        self.collector.set_written_at(ms);
+    }
+
+    /// Installs persisted state before consuming: layouts (marked as written), references and
+    /// counter series (installed when their version is first seen).
+    pub fn preload(
+        &mut self,
+        layouts: &[(String, FrozenLayout)],
+        references: Vec<ReferenceSnapshot>,
+        counters: Vec<CounterSeries>,
+    ) {
+        for (model, layout) in layouts {
+            self.tracker.restore_layout(model, layout);
+            let row = DriftLayoutRow::from_frozen(model, layout, 0);
+            self.written_layouts.insert((row.model, row.kind, row.feature));
+        }
+        for r in references {
+            if r.complete {
+                self.complete_references.insert((r.model.clone(), r.version.clone()));
+            }
+            self.tracker.preload_reference(r);
+        }
+        for c in counters {
+            self.tracker.preload_counter(c);
+        }
+    }
+
+    fn part(&mut self, id: u32) -> &mut PartState {
+        let i = id as usize;
+        if self.parts.len() <= i {
+            self.parts.resize(i + 1, PartState { next_offset: None, assigned: false });
+            self.collector.source_ids.resize(i + 1, 0);
+            for (j, s) in self.collector.source_ids.iter_mut().enumerate() {
+                *s = self.topics.source_partition(j as u32);
+            }
+        }
+        &mut self.parts[i]
+    }
+
+    /// Starts (or restarts) a partition: from a checkpoint (its watermark and cutoff; the
+    /// caller seeks to its resume offset), or from scratch.
+    pub fn assign(&mut self, topic: u32, partition: i32, checkpoint: Option<PartitionCheckpoint>) {
+        let id = self.topics.tracker_id(topic, partition);
+        match checkpoint {
+            Some(cp) => self.tracker.restore_partition(id, cp.watermark_ms, cp.cutoff_ms),
+            None => self.tracker.forget_partition(id),
+        }
+        let p = self.part(id);
+        p.assigned = true;
+        p.next_offset = checkpoint.map(|c| c.resume_offset);
+    }
+
+    /// Whether a partition is assigned.
+    pub fn is_assigned(&self, topic: u32, partition: i32) -> bool {
+        self.topics
+            .existing_id(topic, partition)
+            .and_then(|id| self.parts.get(id as usize))
+            .is_some_and(|p| p.assigned)
+    }
+
+    /// Lets a partition go (revoked): drops its open panes; closed state stays.
+    pub fn revoke(&mut self, topic: u32, partition: i32) {
+        if let Some(id) = self.topics.existing_id(topic, partition) {
+            self.tracker.forget_partition(id);
+            let p = self.part(id);
+            p.assigned = false;
+            p.next_offset = None;
+        }
+    }
+
+    /// The next offset to read of every assigned partition that has one, as
+    /// (topic index, partition, offset).
+    pub fn positions(&self) -> Vec<(u32, i32, i64)> {
+        self.parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.assigned)
+            .filter_map(|(id, p)| {
+                let (t, k) = self.topics.partition_of(id as u32);
+                p.next_offset.map(|o| (t, k, o))
+            })
+            .collect()
+    }
+
+    /// Processes one record; `None` when every event of it was counted (or skipped in a
+    /// replay). A partition seen for the first time is assigned from scratch.
+    pub fn process(&mut self, input: Input<'_>) -> Option<Rejection> {
+        let id = self.topics.tracker_id(input.topic, input.partition);
+        let p = self.part(id);
+        if !p.assigned {
+            p.assigned = true;
+        }
+        p.next_offset = Some(input.offset.saturating_add(1));
+        let counts = &mut self.counts[input.topic as usize];
+        counts.records += 1;
+        let Some(payload) = input.payload else {
+            counts.rejected[0] += 1;
+            return Some(Rejection { kind: RejectKind::Tombstone, reason: "no value".into() });
+        };
+        let src = Source {
+            partition: id,
+            offset: input.offset,
+            record_ts_ms: input.timestamp.unwrap_or(i64::MAX),
+        };
+        let tracker = &mut self.tracker;
+        let mut first: Option<Rejection> = None;
+        let mut note = |counts: &mut TopicCounts, a: Result<Admission, String>| {
+            let kind = match a {
+                Ok(a) => {
+                    counts.events += 1;
+                    match a {
+                        Admission::Recorded => counts.recorded += 1,
+                        Admission::Skipped => counts.skipped += 1,
+                        _ => {}
+                    }
+                    RejectKind::of(a).map(|k| (k, String::new()))
+                }
+                Err(e) => Some((RejectKind::Malformed, e)),
+            };
+            if let Some((k, reason)) = kind {
+                counts.rejected[RejectKind::ALL.iter().position(|x| *x == k).unwrap_or(0)] += 1;
+                if first.is_none() {
+                    let reason = if reason.is_empty() { describe(k, &src) } else { reason };
+                    first = Some(Rejection { kind: k, reason });
+                }
+            }
+        };
+        match self.topics.topic(input.topic).kind {
+            TopicKind::Inference => self.inference.decode(payload, |r| {
+                note(counts, r.map(|r| tracker.record_inference(src, r)).map_err(|e| e.to_string()))
+            }),
+            TopicKind::Metric => self.metric.decode(payload, |r| {
+                note(counts, r.map(|r| tracker.record_metric(src, r)).map_err(|e| e.to_string()))
+            }),
+        }
+        first
+    }
+
+    /// Closes what the watermarks allow (after each batch of records).
+    pub fn advance(&mut self) {
+        self.tracker.advance(&mut self.collector);
+    }
+
+    /// Wall-clock tick: idleness, then closes what is due.
+    pub fn tick(&mut self, now_ms: i64) {
+        self.tracker.tick(now_ms, &mut self.collector);
+    }
+
+    /// The checkpoint of every assigned partition that has a position.
+    pub fn checkpoints(&self) -> Vec<PartitionCommit> {
+        let mut out = Vec::new();
+        for (id, p) in self.parts.iter().enumerate() {
+            let (true, Some(next)) = (p.assigned, p.next_offset) else { continue };
+            let id = id as u32;
+            let (t, partition) = self.topics.partition_of(id);
+            out.push(PartitionCommit {
+                tracker_id: id,
+                topic: Arc::clone(&self.topics.topic(t).name),
+                partition,
+                checkpoint: self.tracker.checkpoint(id, next),
+            });
+        }
+        out
+    }
+
+    /// Everything collected since the last flush, with the checkpoints and the state that
+    /// goes with them.
+    pub fn take_flush(&mut self, written_at_ms: u64) -> Flush {
+        self.seq += 1;
+        let commits = self.checkpoints();
+        let rows = self.collector.take();
+
+        let mut layouts = Vec::new();
+        for (model, f) in self.tracker.frozen_layouts() {
+            let row = DriftLayoutRow::from_frozen(&model, &f, written_at_ms);
+            let key = (row.model.clone(), row.kind.clone(), row.feature.clone());
+            if self.written_layouts.insert(key) {
+                layouts.push(row);
+            }
+        }
+
+        let cutoffs: FxHashMap<u32, i64> =
+            commits.iter().map(|c| (c.tracker_id, c.checkpoint.cutoff_ms)).collect();
+        let cutoff_of = |p: u32| cutoffs.get(&p).copied().unwrap_or(i64::MAX);
+        let mut references = Vec::new();
+        for s in self.tracker.reference_snapshots_as_of(&cutoff_of) {
+            let key = (s.model.clone(), s.version.clone());
+            if self.complete_references.contains(&key) {
+                continue;
+            }
+            if s.complete {
+                self.complete_references.insert(key);
+            }
+            references.extend(DriftReferenceRow::from_snapshot(&s, written_at_ms));
+        }
+
+        let mut counters = Vec::new();
+        for c in &commits {
+            for s in self.tracker.counter_series_as_of(c.tracker_id, &c.checkpoint) {
+                counters.push(CounterSeriesRow::from_series(&s, written_at_ms));
+            }
+        }
+
+        let checkpoints = commits
+            .iter()
+            .map(|c| CheckpointRow {
+                group: self.group.clone(),
+                topic: c.topic.to_string(),
+                partition: c.partition,
+                cutoff_ms: c.checkpoint.cutoff_ms,
+                resume_offset: c.checkpoint.resume_offset,
+                watermark_ms: c.checkpoint.watermark_ms,
+                written_at_ms,
+            })
+            .collect();
+        Flush { seq: self.seq, rows, layouts, references, counters, checkpoints, commits }
+    }
+
+    /// After the sink acknowledged a flush: forgets what its checkpoints made unnecessary.
+    pub fn release(&mut self, commits: &[PartitionCommit]) {
+        for c in commits {
+            if self.parts.get(c.tracker_id as usize).is_some_and(|p| p.assigned) {
+                self.tracker.release2(c.tracker_id, &c.checkpoint);
+            }
+        }
+    }
+
+    /// (model, version, source partitions) of versions seen in several partitions of one
+    /// topic: input not keyed by model (delivery.md). A version's inference logs and metric
+    /// events come from different topics by design and are not reported.
+    pub fn keys_in_several_partitions(&self) -> Vec<(String, String, Vec<u32>)> {
+        let mut out = Vec::new();
+        for (m, v, ps) in self.tracker.keys_in_several_partitions() {
+            let mut topics: Vec<u32> = ps.iter().map(|&p| self.topics.partition_of(p).0).collect();
+            topics.sort_unstable();
+            if topics.windows(2).any(|w| w[0] == w[1]) {
+                let ps = ps.into_iter().map(|p| self.topics.source_partition(p)).collect();
+                out.push((m.to_owned(), v.to_owned(), ps));
+            }
+        }
+        out
+    }
+}
+
+fn describe(kind: RejectKind, src: &Source) -> String {
+    match kind {
+        RejectKind::BadTimestamp => {
+            format!("event_time too far ahead of the record timestamp {}", src.record_ts_ms)
+        }
+        RejectKind::Late => "its pane had already closed (older than the allowed lateness)".into(),
+        RejectKind::OverModelCap => "a new model over limits.max_models".into(),
+        RejectKind::OverVersionCap => "a new version over limits.max_versions_per_model".into(),
+        RejectKind::Tombstone | RejectKind::Malformed => kind.as_str().into(),
+    }
+}

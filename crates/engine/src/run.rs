@@ -1,0 +1,619 @@
+//! The run loop: Kafka records through the [`Pipeline`] into a [`Sink`], with the checkpoint
+//! protocol of delivery.md.
+//!
+//! Threads: librdkafka's poll thread ([`Source`]) hands batches over a bounded channel to the
+//! engine thread (the caller of [`run`]), which decodes, records, closes panes and windows and
+//! every `flush_interval` hands a [`Flush`] (rows, state, checkpoints) to the sink task on the
+//! tokio runtime. After the sink wrote a flush, the engine thread commits its resume offsets to
+//! Kafka (for lag monitoring; the checkpoint table is the truth) and releases the bookkeeping
+//! the checkpoints made unnecessary. A small thread samples consumer lag.
+//!
+//! - **Backpressure.** At most `max_in_flight` flushes wait for the sink. When a flush is due
+//!   and none can be handed over (ClickHouse is down or slow), every assigned partition is
+//!   paused: the consumer keeps polling and stays in its group, prefetch stays bounded, and
+//!   memory holds at most the flushes in flight plus the batches already in the channel. A
+//!   failed flush is retried whole, with backoff, forever (a permanent error stops the engine).
+//!   While paused, the idleness clock stands still, so pausing does not make partitions idle.
+//! - **Assignment.** The resume callback reads the partition's checkpoint from the store (with
+//!   retries: without it replay would not be exact) and the engine thread restores the
+//!   watermark and cutoff before the partition's first record.
+//! - **Revocation and shutdown.** Everything consumed is flushed, the engine waits until the
+//!   sink wrote it (checkpoints included) and commits, then lets the partitions go. No pane is
+//!   closed early: the next owner rebuilds open panes from the checkpoint.
+//! - **Dead letters.** Rejected records go to the dead-letter topic when configured; the
+//!   producer is flushed before a checkpoint that covers them is handed to the sink, so a
+//!   record is never committed past before its dead letter is acknowledged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::shim::PartitionCheckpoint;
+use modelwatch_clickhouse::Store;
+use modelwatch_kafka::{
+    DeadLetterOptions, DeadLetterProducer, Record, Source, SourceError, SourceEvent, SourceOptions,
+    WatermarkProbe,
+};
+use tokio::runtime::Handle;
+
+use crate::metrics::EngineMetrics;
+use crate::pipeline::{Flush, Input, PartitionCommit, Pipeline, PipelineOptions};
+use crate::sink::{Sink, SinkError};
+use crate::topics::Topics;
+
+/// Settings of [`run`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The consumer (its topics are set from the two lists below).
+    pub source: SourceOptions,
+    /// Inference-log topics.
+    pub inference_topics: Vec<String>,
+    /// Metric-event topics.
+    pub metric_topics: Vec<String>,
+    /// The pipeline.
+    pub pipeline: PipelineOptions,
+    /// The dead-letter producer, if any.
+    pub dead_letter: Option<DeadLetterOptions>,
+    /// Longest time between flushes (and checkpoints).
+    pub flush_interval: Duration,
+    /// A flush is handed over early once this many rows wait.
+    pub flush_rows: usize,
+    /// Flushes handed to the sink and not yet written, at most; beyond, consumption pauses.
+    pub max_in_flight: usize,
+    /// How often idleness is judged.
+    pub tick_interval: Duration,
+    /// How often consumer lag is sampled.
+    pub lag_interval: Duration,
+}
+
+impl EngineOptions {
+    /// Options with the defaults: a flush every second or 100,000 rows, 4 in flight.
+    pub fn new(
+        source: SourceOptions,
+        inference_topics: Vec<String>,
+        metric_topics: Vec<String>,
+        pipeline: PipelineOptions,
+    ) -> Self {
+        Self {
+            source,
+            inference_topics,
+            metric_topics,
+            pipeline,
+            dead_letter: None,
+            flush_interval: Duration::from_secs(1),
+            flush_rows: 100_000,
+            max_in_flight: 4,
+            tick_interval: Duration::from_millis(200),
+            lag_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the engine stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The consumer failed.
+    #[error("kafka consumer")]
+    Source(#[from] SourceError),
+    /// The dead-letter producer could not be created.
+    #[error("dead-letter producer")]
+    DeadLetter(#[from] modelwatch_kafka::DeadLetterError),
+    /// The sink refused a flush for good.
+    #[error("writing to the sink failed permanently")]
+    Sink(#[source] SinkError),
+    /// The sink task is gone.
+    #[error("the sink task stopped")]
+    SinkGone,
+    /// Reading persisted state failed for good.
+    #[error("restoring state")]
+    Restore(#[source] modelwatch_clickhouse::Error),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Records processed.
+    pub records: u64,
+    /// Flushes written.
+    pub flushes: u64,
+    /// Records dead-lettered.
+    pub dead_letters: u64,
+}
+
+struct Ack {
+    result: Result<Vec<PartitionCommit>, SinkError>,
+}
+
+/// The next offset of every assigned partition, for the lag sampler.
+type Positions = Arc<Mutex<Vec<(Arc<str>, i32, i64)>>>;
+
+/// Checkpoints read by the resume callback, waiting for the partition's first record.
+type Restores = Arc<Mutex<HashMap<(String, i32), Option<PartitionCheckpoint>>>>;
+
+/// Calls `f` until it succeeds, backing off up to 10 s, until `stop` is set.
+fn retry<T>(
+    what: &str,
+    stop: &AtomicBool,
+    mut f: impl FnMut() -> Result<T, modelwatch_clickhouse::Error>,
+) -> Result<T, modelwatch_clickhouse::Error> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.is_retryable() || stop.load(Ordering::Relaxed) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Runs the pipeline until `stop` is set (then flushes, checkpoints, commits and returns) or a
+/// permanent error. Blocking: call it on a dedicated thread; `rt` runs the sink task and the
+/// store's queries.
+pub fn run<S: Sink>(
+    opts: EngineOptions,
+    store: Store,
+    sink: S,
+    metrics: Arc<EngineMetrics>,
+    rt: Handle,
+    stop: Arc<AtomicBool>,
+) -> Result<RunReport, EngineError> {
+    let topics = Topics::new(
+        opts.inference_topics.iter().map(String::as_str),
+        opts.metric_topics.iter().map(String::as_str),
+    );
+    let group = opts.pipeline.group.clone();
+    let mut pipeline = Pipeline::new(topics.clone(), opts.pipeline.clone());
+
+    // State that outlives a window, before any record.
+    let layouts = retry("reading drift layouts", &stop, || rt.block_on(store.drift_layouts()))
+        .map_err(EngineError::Restore)?;
+    let references =
+        retry("reading drift references", &stop, || rt.block_on(store.drift_references()))
+            .map_err(EngineError::Restore)?;
+    let counters = retry("reading counter series", &stop, || rt.block_on(store.counter_series()))
+        .map_err(EngineError::Restore)?;
+    tracing::info!(
+        layouts = layouts.len(),
+        references = references.len(),
+        counters = counters.len(),
+        "restored state"
+    );
+    pipeline.preload(&layouts, references, counters);
+
+    let restores: Restores = Arc::default();
+    let resume = {
+        let (store, rt, restores, stop, group) =
+            (store.clone(), rt.clone(), Arc::clone(&restores), Arc::clone(&stop), group.clone());
+        move |topic: &str, partition: i32| -> Option<i64> {
+            let rows =
+                retry("reading checkpoints", &stop, || rt.block_on(store.checkpoints(&group)));
+            let cp = match rows {
+                Ok(rows) => {
+                    rows.iter().find(|c| c.topic == topic && c.partition == partition).map(|c| {
+                        PartitionCheckpoint {
+                            cutoff_ms: c.cutoff_ms,
+                            resume_offset: c.resume_offset,
+                            watermark_ms: c.watermark_ms,
+                        }
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, topic, partition, "no checkpoint could be read");
+                    None
+                }
+            };
+            tracing::info!(topic, partition, checkpoint = ?cp, "partition assigned");
+            if let Ok(mut r) = restores.lock() {
+                r.insert((topic.to_owned(), partition), cp);
+            }
+            cp.map(|c| c.resume_offset)
+        }
+    };
+    let mut source_opts = opts.source.clone();
+    source_opts.topics = topics.all().iter().map(|t| t.name.to_string()).collect();
+    let source = Source::start(&source_opts, resume)?;
+    let mut dead_letter = opts.dead_letter.as_ref().map(DeadLetterProducer::new).transpose()?;
+
+    let (flush_tx, flush_rx) = tokio::sync::mpsc::channel::<Flush>(opts.max_in_flight.max(1));
+    let (ack_tx, ack_rx) = mpsc::channel::<Ack>();
+    rt.spawn(sink_task(sink, flush_rx, ack_tx, Arc::clone(&metrics)));
+
+    let positions: Positions = Arc::default();
+    let lag_stop = Arc::new(AtomicBool::new(false));
+    let lag_thread = spawn_lag_sampler(
+        source.watermark_probe(),
+        Arc::clone(&positions),
+        Arc::clone(&metrics),
+        opts.lag_interval,
+        Arc::clone(&lag_stop),
+    );
+
+    metrics.running.store(true, Ordering::Relaxed);
+    pipeline.set_written_at(wall_ms() as u64);
+    let mut engine = Loop {
+        opts: &opts,
+        pipeline,
+        source: &source,
+        dead_letter: dead_letter.as_mut(),
+        restores,
+        flush_tx,
+        ack_rx,
+        metrics: Arc::clone(&metrics),
+        in_flight: 0,
+        paused: false,
+        paused_since: None,
+        paused_total: Duration::ZERO,
+        last_flush: Instant::now(),
+        last_commits: Vec::new(),
+        dead_letters_pending: false,
+        report: RunReport::default(),
+        positions,
+        last_publish: Instant::now(),
+        last_several: Instant::now(),
+        several_reported: 0,
+    };
+    let result = engine.run(&stop);
+    let result = result.and_then(|()| engine.drain());
+    metrics.running.store(false, Ordering::Relaxed);
+    let report = engine.report.clone();
+    drop(engine);
+    lag_stop.store(true, Ordering::Relaxed);
+    let _ = lag_thread.join();
+    if let Some(d) = dead_letter.as_mut() {
+        let _ = d.flush(Duration::from_secs(10));
+    }
+    source.close()?;
+    result.map(|()| report)
+}
+
+async fn sink_task<S: Sink>(
+    mut sink: S,
+    mut flushes: tokio::sync::mpsc::Receiver<Flush>,
+    acks: Sender<Ack>,
+    metrics: Arc<EngineMetrics>,
+) {
+    while let Some(flush) = flushes.recv().await {
+        let mut backoff = Duration::from_millis(200);
+        let result = loop {
+            match sink.write(&flush).await {
+                Ok(()) => {
+                    metrics.sink_ok.store(true, Ordering::Relaxed);
+                    break Ok(flush.commits);
+                }
+                Err(e @ SinkError::Permanent(_)) => break Err(e),
+                Err(e) => {
+                    metrics.sink_ok.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, seq = flush.seq, "flush failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        let failed = result.is_err();
+        if acks.send(Ack { result }).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn spawn_lag_sampler(
+    probe: WatermarkProbe,
+    positions: Positions,
+    metrics: Arc<EngineMetrics>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("modelwatch-lag".into())
+        .spawn(move || {
+            let mut known: Vec<(Arc<str>, i32)> = Vec::new();
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                next = Instant::now() + every;
+                let now = positions.lock().map(|p| p.clone()).unwrap_or_default();
+                for (t, p) in &known {
+                    if !now.iter().any(|(t2, p2, _)| t2 == t && p2 == p) {
+                        metrics.remove_lag(t, *p);
+                    }
+                }
+                known = now.iter().map(|(t, p, _)| (Arc::clone(t), *p)).collect();
+                for (topic, partition, next_offset) in now {
+                    if let Ok(high) =
+                        probe.high_watermark(&topic, partition, Duration::from_secs(2))
+                    {
+                        metrics.set_lag(&topic, partition, (high - next_offset).max(0));
+                    }
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the lag thread: {e}"))
+}
+
+struct Loop<'a> {
+    opts: &'a EngineOptions,
+    pipeline: Pipeline,
+    source: &'a Source,
+    dead_letter: Option<&'a mut DeadLetterProducer>,
+    restores: Restores,
+    flush_tx: tokio::sync::mpsc::Sender<Flush>,
+    ack_rx: Receiver<Ack>,
+    metrics: Arc<EngineMetrics>,
+    in_flight: usize,
+    paused: bool,
+    paused_since: Option<Instant>,
+    paused_total: Duration,
+    last_flush: Instant,
+    last_commits: Vec<PartitionCommit>,
+    dead_letters_pending: bool,
+    report: RunReport,
+    positions: Positions,
+    last_publish: Instant,
+    last_several: Instant,
+    several_reported: usize,
+}
+
+fn wall_ms() -> i64 {
+    modelwatch_clickhouse::now_ms() as i64
+}
+
+impl Loop<'_> {
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), EngineError> {
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            match self.source.recv_timeout(self.opts.tick_interval)? {
+                Some(SourceEvent::Batch(records)) => {
+                    self.process(&records);
+                    self.pipeline.advance();
+                }
+                Some(SourceEvent::Revoked(rv)) => {
+                    tracing::info!(partitions = ?rv.partitions, "partitions revoked");
+                    self.drain()?;
+                    for (topic, partition) in &rv.partitions {
+                        if let Some(t) = self.pipeline.topics().by_name(topic).map(|t| t.index) {
+                            self.pipeline.revoke(t, *partition);
+                        }
+                        self.metrics.remove_lag(topic, *partition);
+                    }
+                    rv.ack();
+                    self.paused = false; // pauses do not survive a rebalance
+                    self.paused_since = None;
+                }
+                None => {}
+            }
+            if !self.paused && last_tick.elapsed() >= self.opts.tick_interval {
+                last_tick = Instant::now();
+                let active_now = wall_ms() - self.paused_total.as_millis() as i64;
+                self.pipeline.tick(active_now);
+            }
+            self.take_acks(false)?;
+            if self.flush_due() {
+                if self.in_flight < self.opts.max_in_flight {
+                    self.hand_off()?;
+                } else {
+                    self.pause()?;
+                }
+            }
+            if self.paused && self.in_flight < self.opts.max_in_flight {
+                self.resume()?;
+            }
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, records: &[Record]) {
+        let mut topic_cache: Option<(Arc<str>, u32)> = None;
+        for r in records {
+            let t = match &topic_cache {
+                Some((name, t)) if Arc::ptr_eq(name, &r.topic) => *t,
+                _ => match self.pipeline.topics().by_name(&r.topic) {
+                    Some(t) => {
+                        let i = t.index;
+                        topic_cache = Some((Arc::clone(&r.topic), i));
+                        i
+                    }
+                    None => continue,
+                },
+            };
+            if !self.pipeline.is_assigned(t, r.partition) {
+                let cp = self
+                    .restores
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&(r.topic.to_string(), r.partition)))
+                    .flatten();
+                self.pipeline.assign(t, r.partition, cp);
+            }
+            let input = Input {
+                topic: t,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                payload: r.payload.as_deref(),
+            };
+            self.report.records += 1;
+            if let Some(rejection) = self.pipeline.process(input)
+                && let Some(d) = self.dead_letter.as_deref_mut()
+            {
+                match d.send(r, &rejection) {
+                    Ok(()) => {
+                        self.report.dead_letters += 1;
+                        self.dead_letters_pending = true;
+                        self.metrics.dead_lettered(1, 0);
+                    }
+                    Err(e) => {
+                        self.metrics.dead_lettered(0, 1);
+                        tracing::warn!(error = %e, "dead-letter enqueue failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush_due(&self) -> bool {
+        self.last_flush.elapsed() >= self.opts.flush_interval
+            || self.pipeline.pending_rows() >= self.opts.flush_rows
+    }
+
+    /// Hands everything collected to the sink (skipped when nothing changed).
+    fn hand_off(&mut self) -> Result<(), EngineError> {
+        self.last_flush = Instant::now();
+        if self.dead_letters_pending
+            && let Some(d) = self.dead_letter.as_deref_mut()
+        {
+            // A checkpoint must not pass a record whose dead letter is not acknowledged.
+            if let Err(e) = d.flush(Duration::from_secs(30)) {
+                tracing::warn!(error = %e, "dead-letter flush failed; checkpoint postponed");
+                return Ok(());
+            }
+            self.dead_letters_pending = false;
+        }
+        let now = wall_ms();
+        let flush = self.pipeline.take_flush(now as u64);
+        self.pipeline.set_written_at(now as u64);
+        let unchanged = flush.rows.is_empty()
+            && flush.layouts.is_empty()
+            && flush.references.is_empty()
+            && flush.commits == self.last_commits;
+        if unchanged {
+            return Ok(());
+        }
+        self.last_commits.clone_from(&flush.commits);
+        self.flush_tx.blocking_send(flush).map_err(|_| EngineError::SinkGone)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Applies the sink's acknowledgements: commit, release. With `wait`, blocks for one.
+    fn take_acks(&mut self, wait: bool) -> Result<(), EngineError> {
+        let mut first = wait;
+        loop {
+            let ack = if first {
+                first = false;
+                match self.ack_rx.recv() {
+                    Ok(a) => a,
+                    Err(_) => return Err(EngineError::SinkGone),
+                }
+            } else {
+                match self.ack_rx.try_recv() {
+                    Ok(a) => a,
+                    Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(EngineError::SinkGone),
+                }
+            };
+            self.in_flight -= 1;
+            let commits = ack.result.map_err(EngineError::Sink)?;
+            self.report.flushes += 1;
+            self.metrics.checkpoint_written(wall_ms());
+            let offsets: Vec<(&str, i32, i64)> = commits
+                .iter()
+                .map(|c| (&*c.topic, c.partition, c.checkpoint.resume_offset))
+                .collect();
+            if !offsets.is_empty()
+                && let Err(e) = self.source.commit(&offsets)
+            {
+                // The checkpoint is durable; the Kafka offset only serves lag monitoring.
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+            self.pipeline.release(&commits);
+        }
+    }
+
+    /// Flushes everything and waits until the sink wrote it.
+    fn drain(&mut self) -> Result<(), EngineError> {
+        while self.in_flight >= self.opts.max_in_flight {
+            self.take_acks(true)?;
+        }
+        self.hand_off()?;
+        while self.in_flight > 0 {
+            self.take_acks(true)?;
+        }
+        Ok(())
+    }
+
+    fn assigned(&self) -> Vec<(String, i32)> {
+        self.pipeline
+            .positions()
+            .into_iter()
+            .map(|(t, p, _)| (self.pipeline.topics().topic(t).name.to_string(), p))
+            .collect()
+    }
+
+    fn pause(&mut self) -> Result<(), EngineError> {
+        if self.paused {
+            return Ok(());
+        }
+        let parts = self.assigned();
+        let refs: Vec<(&str, i32)> = parts.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        if let Err(e) = self.source.pause(&refs) {
+            tracing::warn!(error = %e, "pause failed");
+        }
+        tracing::warn!(in_flight = self.in_flight, "sink behind: consumption paused");
+        self.paused = true;
+        self.paused_since = Some(Instant::now());
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), EngineError> {
+        let parts = self.assigned();
+        let refs: Vec<(&str, i32)> = parts.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        if let Err(e) = self.source.resume(&refs) {
+            tracing::warn!(error = %e, "resume failed");
+        }
+        tracing::info!("sink caught up: consumption resumed");
+        self.paused = false;
+        if let Some(s) = self.paused_since.take() {
+            self.paused_total += s.elapsed();
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        if self.last_publish.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.last_publish = Instant::now();
+        let p = &self.pipeline;
+        self.metrics.publish(p.topics(), p.counts(), p.tracker_stats(), p.tracker().active_keys());
+        self.metrics.set_flow(self.in_flight, self.paused);
+        self.metrics.update_checkpoint_age(wall_ms());
+        if let Ok(mut pos) = self.positions.lock() {
+            pos.clear();
+            for (t, k, o) in p.positions() {
+                pos.push((Arc::clone(&p.topics().topic(t).name), k, o));
+            }
+        }
+        if self.last_several.elapsed() >= Duration::from_secs(10) {
+            self.last_several = Instant::now();
+            let keys = p.keys_in_several_partitions();
+            self.metrics.set_several_partitions(&keys);
+            if keys.len() != self.several_reported {
+                self.several_reported = keys.len();
+                if !keys.is_empty() {
+                    let examples: Vec<String> = keys
+                        .iter()
+                        .take(5)
+                        .map(|(m, v, ps)| format!("{m}/{v} in partitions {ps:?}"))
+                        .collect();
+                    tracing::warn!(
+                        count = keys.len(),
+                        examples = ?examples,
+                        "versions seen in several partitions: the input is not keyed by model; \
+                         counts stay exact with one instance, but replay is at-least-once for \
+                         them and several instances would each see part of them"
+                    );
+                }
+            }
+        }
+    }
+}
