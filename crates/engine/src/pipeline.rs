@@ -195,7 +195,11 @@ pub struct PipelineOptions {
 pub struct Pipeline {
     topics: Topics,
     group: String,
-    tracker: Tracker,
+    /// The tracker of the inference topics (index 0) and of the metric topics (index 1): the
+    /// two streams are windowed apart, so a version's inference logs and metric events may sit
+    /// in partitions that progress independently (or belong to different instances) without
+    /// holding back or cutting short each other's windows.
+    trackers: [Tracker; 2],
     inference: InferenceDecoder,
     metric: MetricDecoder,
     collector: Collector,
@@ -220,7 +224,7 @@ impl Pipeline {
         Self {
             topics,
             group: opts.group,
-            tracker: Tracker::new(opts.core),
+            trackers: [Tracker::new(opts.core), Tracker::new(opts.core)],
             inference,
             metric,
             collector: Collector::new(opts.canaries),
@@ -237,9 +241,20 @@ impl Pipeline {
         &self.topics
     }
 
-    /// The tracker (read-only).
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
+    /// The tracker of inference or metric topics (read-only).
+    pub fn tracker(&self, kind: TopicKind) -> &Tracker {
+        &self.trackers[kind as usize]
+    }
+
+    fn tracker_of(&mut self, id: u32) -> &mut Tracker {
+        let (t, _) = self.topics.partition_of(id);
+        let kind = self.topics.topic(t).kind;
+        &mut self.trackers[kind as usize]
+    }
+
+    /// Versions tracked, over both streams.
+    pub fn active_keys(&self) -> usize {
+        self.trackers.iter().map(Tracker::active_keys).sum()
     }
 
     /// Counts per topic, by topic index.
@@ -249,7 +264,23 @@ impl Pipeline {
 
     /// The tracker's counters.
     pub fn tracker_stats(&self) -> TrackerStats {
-        self.tracker.stats()
+        let [a, b] = [self.trackers[0].stats(), self.trackers[1].stats()];
+        TrackerStats {
+            recorded: a.recorded + b.recorded,
+            late: a.late + b.late,
+            bad_timestamp: a.bad_timestamp + b.bad_timestamp,
+            skipped: a.skipped + b.skipped,
+            over_model_cap: a.over_model_cap + b.over_model_cap,
+            over_version_cap: a.over_version_cap + b.over_version_cap,
+            over_feature_cap: a.over_feature_cap + b.over_feature_cap,
+            non_finite_values: a.non_finite_values + b.non_finite_values,
+            over_status_cap: a.over_status_cap + b.over_status_cap,
+            over_metric_cap: a.over_metric_cap + b.over_metric_cap,
+            panes_closed: a.panes_closed + b.panes_closed,
+            windows_emitted: a.windows_emitted + b.windows_emitted,
+            keys_evicted: a.keys_evicted + b.keys_evicted,
+            over_counter_cap: a.over_counter_cap + b.over_counter_cap,
+        }
     }
 
     /// Rows collected and not yet flushed.
@@ -271,7 +302,7 @@ impl Pipeline {
         counters: Vec<CounterSeries>,
     ) {
         for (model, layout) in layouts {
-            self.tracker.restore_layout(model, layout);
+            self.trackers[0].restore_layout(model, layout);
             let row = DriftLayoutRow::from_frozen(model, layout, 0);
             self.written_layouts.insert((row.model, row.kind, row.feature));
         }
@@ -279,10 +310,10 @@ impl Pipeline {
             if r.complete {
                 self.complete_references.insert((r.model.clone(), r.version.clone()));
             }
-            self.tracker.preload_reference(r);
+            self.trackers[0].preload_reference(r);
         }
         for c in counters {
-            self.tracker.preload_counter(c);
+            self.trackers[1].preload_counter(c);
         }
     }
 
@@ -303,8 +334,8 @@ impl Pipeline {
     pub fn assign(&mut self, topic: u32, partition: i32, checkpoint: Option<PartitionCheckpoint>) {
         let id = self.topics.tracker_id(topic, partition);
         match checkpoint {
-            Some(cp) => self.tracker.restore_partition(id, cp.watermark_ms, cp.cutoff_ms),
-            None => self.tracker.forget_partition(id),
+            Some(cp) => self.tracker_of(id).restore_partition(id, cp.watermark_ms, cp.cutoff_ms),
+            None => self.tracker_of(id).forget_partition(id),
         }
         let p = self.part(id);
         p.assigned = true;
@@ -322,7 +353,7 @@ impl Pipeline {
     /// Lets a partition go (revoked): drops its open panes; closed state stays.
     pub fn revoke(&mut self, topic: u32, partition: i32) {
         if let Some(id) = self.topics.existing_id(topic, partition) {
-            self.tracker.forget_partition(id);
+            self.tracker_of(id).forget_partition(id);
             let p = self.part(id);
             p.assigned = false;
             p.next_offset = None;
@@ -363,7 +394,8 @@ impl Pipeline {
             offset: input.offset,
             record_ts_ms: input.timestamp.unwrap_or(i64::MAX),
         };
-        let tracker = &mut self.tracker;
+        let kind = self.topics.topic(input.topic).kind;
+        let tracker = &mut self.trackers[kind as usize];
         let mut first: Option<Rejection> = None;
         let mut note = |counts: &mut TopicCounts, a: Result<Admission, String>| {
             let kind = match a {
@@ -386,7 +418,7 @@ impl Pipeline {
                 }
             }
         };
-        match self.topics.topic(input.topic).kind {
+        match kind {
             TopicKind::Inference => self.inference.decode(payload, |r| {
                 note(counts, r.map(|r| tracker.record_inference(src, r)).map_err(|e| e.to_string()))
             }),
@@ -399,12 +431,16 @@ impl Pipeline {
 
     /// Closes what the watermarks allow (after each batch of records).
     pub fn advance(&mut self) {
-        self.tracker.advance(&mut self.collector);
+        for t in &mut self.trackers {
+            t.advance(&mut self.collector);
+        }
     }
 
     /// Wall-clock tick: idleness, then closes what is due.
     pub fn tick(&mut self, now_ms: i64) {
-        self.tracker.tick(now_ms, &mut self.collector);
+        for t in &mut self.trackers {
+            t.tick(now_ms, &mut self.collector);
+        }
     }
 
     /// The checkpoint of every assigned partition that has a position.
@@ -414,11 +450,12 @@ impl Pipeline {
             let (true, Some(next)) = (p.assigned, p.next_offset) else { continue };
             let id = id as u32;
             let (t, partition) = self.topics.partition_of(id);
+            let topic = self.topics.topic(t);
             out.push(PartitionCommit {
                 tracker_id: id,
-                topic: Arc::clone(&self.topics.topic(t).name),
+                topic: Arc::clone(&topic.name),
                 partition,
-                checkpoint: self.tracker.checkpoint(id, next),
+                checkpoint: self.trackers[topic.kind as usize].checkpoint(id, next),
             });
         }
         out
@@ -432,7 +469,7 @@ impl Pipeline {
         let rows = self.collector.take();
 
         let mut layouts = Vec::new();
-        for (model, f) in self.tracker.frozen_layouts() {
+        for (model, f) in self.trackers[0].frozen_layouts() {
             let row = DriftLayoutRow::from_frozen(&model, &f, written_at_ms);
             let key = (row.model.clone(), row.kind.clone(), row.feature.clone());
             if self.written_layouts.insert(key) {
@@ -444,7 +481,7 @@ impl Pipeline {
             commits.iter().map(|c| (c.tracker_id, c.checkpoint.cutoff_ms)).collect();
         let cutoff_of = |p: u32| cutoffs.get(&p).copied().unwrap_or(i64::MAX);
         let mut references = Vec::new();
-        for s in self.tracker.reference_snapshots_as_of(&cutoff_of) {
+        for s in self.trackers[0].reference_snapshots_as_of(&cutoff_of) {
             let key = (s.model.clone(), s.version.clone());
             if self.complete_references.contains(&key) {
                 continue;
@@ -457,7 +494,11 @@ impl Pipeline {
 
         let mut counters = Vec::new();
         for c in &commits {
-            for s in self.tracker.counter_series_as_of(c.tracker_id, &c.checkpoint) {
+            let (t, _) = self.topics.partition_of(c.tracker_id);
+            if self.topics.topic(t).kind != TopicKind::Metric {
+                continue;
+            }
+            for s in self.trackers[1].counter_series_as_of(c.tracker_id, &c.checkpoint) {
                 counters.push(CounterSeriesRow::from_series(&s, written_at_ms));
             }
         }
@@ -481,7 +522,7 @@ impl Pipeline {
     pub fn release(&mut self, commits: &[PartitionCommit]) {
         for c in commits {
             if self.parts.get(c.tracker_id as usize).is_some_and(|p| p.assigned) {
-                self.tracker.release2(c.tracker_id, &c.checkpoint);
+                self.tracker_of(c.tracker_id).release2(c.tracker_id, &c.checkpoint);
             }
         }
     }
@@ -491,7 +532,7 @@ impl Pipeline {
     /// events come from different topics by design and are not reported.
     pub fn keys_in_several_partitions(&self) -> Vec<(String, String, Vec<u32>)> {
         let mut out = Vec::new();
-        for (m, v, ps) in self.tracker.keys_in_several_partitions() {
+        for (m, v, ps) in self.trackers.iter().flat_map(Tracker::keys_in_several_partitions) {
             let mut topics: Vec<u32> = ps.iter().map(|&p| self.topics.partition_of(p).0).collect();
             topics.sort_unstable();
             if topics.windows(2).any(|w| w[0] == w[1]) {

@@ -584,7 +584,7 @@ impl Loop<'_> {
         }
         self.last_publish = Instant::now();
         let p = &self.pipeline;
-        self.metrics.publish(p.topics(), p.counts(), p.tracker_stats(), p.tracker().active_keys());
+        self.metrics.publish(p.topics(), p.counts(), p.tracker_stats(), p.active_keys());
         self.metrics.set_flow(self.in_flight, self.paused);
         self.metrics.update_checkpoint_age(wall_ms());
         if let Ok(mut pos) = self.positions.lock() {

@@ -21,9 +21,9 @@ pub const TOPIC_STRIDE: u32 = 1_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicKind {
     /// `modelwatch.v1.InferenceLog` records.
-    Inference,
+    Inference = 0,
     /// `modelwatch.v1.MetricEvent` records.
-    Metric,
+    Metric = 1,
 }
 
 /// One input topic.

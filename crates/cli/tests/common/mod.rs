@@ -1,0 +1,281 @@
+//! The end-to-end harness: real broker and ClickHouse (deploy/local/services.sh), `modelwatch
+//! run` as a child process, HTTP scrapes of /metrics, SQL over ClickHouse's HTTP interface.
+//!
+//! A test that needs the services skips (with a note) when `MODELWATCH_TEST_BROKERS` or
+//! `MODELWATCH_TEST_CLICKHOUSE_URL` is unset, and fails under `CI=true`.
+
+#![allow(dead_code, reason = "each test binary uses a subset")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+/// Addresses of the services of the suite.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    /// Kafka bootstrap servers.
+    pub(crate) brokers: String,
+    /// ClickHouse HTTP URL.
+    pub(crate) clickhouse: String,
+}
+
+/// The services, or `None` (with a note) outside CI when they are not configured.
+pub(crate) fn services(test: &str) -> Option<Services> {
+    let get = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    match (get("MODELWATCH_TEST_BROKERS"), get("MODELWATCH_TEST_CLICKHOUSE_URL")) {
+        (Some(brokers), Some(clickhouse)) => Some(Services { brokers, clickhouse }),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "MODELWATCH_TEST_BROKERS and MODELWATCH_TEST_CLICKHOUSE_URL must be set when \
+                 CI=true (deploy/local/services.sh up)"
+            );
+            eprintln!("note: skipping {test}: the test services are not configured");
+            None
+        }
+    }
+}
+
+/// A name no other run uses: lowercase letters, digits and underscores (valid for topics,
+/// groups and ClickHouse databases).
+pub(crate) fn fresh(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+/// Creates topics of `partitions` partitions each.
+pub(crate) fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in futures_executor::block_on(admin.create_topics(&new, &opts)).unwrap() {
+        r.unwrap();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs SQL over ClickHouse's HTTP interface; the answer's text (TSV unless asked otherwise).
+pub(crate) fn sql(clickhouse: &str, query: &str) -> String {
+    let mut resp = ureq::post(clickhouse)
+        .send(query)
+        .unwrap_or_else(|e| panic!("clickhouse query failed: {e}\n{query}"));
+    resp.body_mut().read_to_string().unwrap()
+}
+
+/// Rows of a TSV answer, split into fields.
+pub(crate) fn tsv(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// One scenario's names: topics, group, database.
+#[derive(Debug, Clone)]
+pub(crate) struct Setup {
+    /// The services.
+    pub(crate) services: Services,
+    /// Inference topic.
+    pub(crate) inference: String,
+    /// Metric topic.
+    pub(crate) metrics: String,
+    /// Dead-letter topic.
+    pub(crate) dead_letters: String,
+    /// Consumer group.
+    pub(crate) group: String,
+    /// ClickHouse database.
+    pub(crate) database: String,
+}
+
+impl Setup {
+    /// Fresh names; creates the topics (`partitions` for inference and metrics, 1 for dead
+    /// letters).
+    pub(crate) fn new(services: &Services, name: &str, partitions: i32) -> Self {
+        let base = fresh(name);
+        let s = Self {
+            services: services.clone(),
+            inference: format!("{base}_inf"),
+            metrics: format!("{base}_met"),
+            dead_letters: format!("{base}_dlq"),
+            group: format!("{base}_g"),
+            database: format!("{base}_db"),
+        };
+        create_topics(&services.brokers, &[&s.inference, &s.metrics], partitions);
+        create_topics(&services.brokers, &[&s.dead_letters], 1);
+        s
+    }
+
+    /// A configuration for these names, listening on `http_port`, with test-friendly windows
+    /// (30 s windows of 5 s slides, 2 s lateness, 1 s idle timeout) unless `extra` (appended
+    /// TOML sections) says otherwise.
+    pub(crate) fn config(&self, http_port: u16, extra: &str) -> String {
+        let mut text = format!(
+            "[kafka]\nbrokers = [\"{b}\"]\ngroup_id = \"{g}\"\ninference_topics = [\"{i}\"]\n\
+             metric_topics = [\"{m}\"]\ndead_letter_topic = \"{d}\"\n\n\
+             [clickhouse]\nurl = \"{c}\"\ndatabase = \"{db}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n",
+            b = self.services.brokers,
+            g = self.group,
+            i = self.inference,
+            m = self.metrics,
+            d = self.dead_letters,
+            c = self.services.clickhouse,
+            db = self.database,
+        );
+        if !extra.contains("[windows]") {
+            text.push_str(
+                "[windows]\nwindow = \"30s\"\nslide = \"5s\"\nallowed_lateness = \"2s\"\n\
+                 idle_timeout = \"1s\"\n\n",
+            );
+        }
+        text.push_str(extra);
+        text
+    }
+
+    /// `SELECT ...` against this setup's database: `{db}` in the query is replaced.
+    pub(crate) fn sql(&self, query: &str) -> String {
+        sql(&self.services.clickhouse, &query.replace("{db}", &self.database))
+    }
+}
+
+/// A `modelwatch run` child process.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) http: String,
+    /// Where its log (stderr) goes.
+    pub(crate) log: PathBuf,
+}
+
+impl Instance {
+    /// Starts `modelwatch run` with the configuration `text` (which must listen on `http_port`)
+    /// and waits until /healthz answers.
+    pub(crate) fn start(name: &str, text: &str, http_port: u16) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("start modelwatch run");
+        let me = Self { child: Some(child), http: format!("http://127.0.0.1:{http_port}"), log };
+        me.wait_until("/healthz answers", Duration::from_secs(60), |i| i.get("/healthz").is_some());
+        me
+    }
+
+    /// The body of a GET, `None` when it fails or answers an error status.
+    pub(crate) fn get(&self, path: &str) -> Option<String> {
+        let mut resp = ureq::get(&format!("{}{path}", self.http)).call().ok()?;
+        resp.body_mut().read_to_string().ok()
+    }
+
+    /// The status code of a GET (0 when the connection fails).
+    pub(crate) fn status(&self, path: &str) -> u16 {
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        agent.get(&format!("{}{path}", self.http)).call().map_or(0, |r| r.status().as_u16())
+    }
+
+    /// The sum of every sample of `/metrics` whose name (with labels) starts with `prefix`,
+    /// e.g. `modelwatch_events_rejected_total{topic="t",reason="late"`.
+    pub(crate) fn metric(&self, prefix: &str) -> f64 {
+        let text = self.get("/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls `cond` every 200 ms until it holds; panics with the log after `timeout`.
+    pub(crate) fn wait_until(&self, what: &str, timeout: Duration, cond: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond(self) {
+                return;
+            }
+            assert!(
+                self.is_running(),
+                "modelwatch exited while waiting for {what}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out after {timeout:?} waiting for {what}; log:\n{}", self.log());
+    }
+
+    /// Whether the process still runs.
+    pub(crate) fn is_running(&self) -> bool {
+        // `try_wait` needs `&mut`; a signal 0 probe does not.
+        let Some(c) = &self.child else { return false };
+        Command::new("kill").args(["-0", &c.id().to_string()]).status().is_ok_and(|s| s.success())
+            && !std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
+                .unwrap_or_default()
+                .contains(") Z ")
+    }
+
+    /// The log so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit (at most 60 s).
+    pub(crate) fn stop(mut self) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait(Duration::from_secs(60))
+    }
+
+    /// SIGKILL, then reaps the process.
+    pub(crate) fn kill(mut self) {
+        self.signal("-KILL");
+        self.wait(Duration::from_secs(10));
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("modelwatch did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
