@@ -65,6 +65,10 @@ pub fn engine_options(config: &Config) -> anyhow::Result<EngineOptions> {
     };
     let mut o =
         EngineOptions::new(source, k.inference_topics.clone(), k.metric_topics.clone(), pipeline);
+    let p = config.pipeline();
+    o.flush_interval = p.flush_interval;
+    o.flush_rows = p.flush_rows;
+    o.max_in_flight = p.max_in_flight;
     o.dead_letter = k.dead_letter_topic.as_ref().map(|t| {
         let mut d = DeadLetterOptions::new(&brokers, t);
         d.properties = k.properties.clone();

@@ -45,6 +45,9 @@ pub struct ConfigFile {
     /// The HTTP server: `/metrics`, `/healthz` and `/api`.
     #[serde(default)]
     pub http: HttpSection,
+    /// Flushes to ClickHouse, checkpoints and backpressure.
+    #[serde(default)]
+    pub pipeline: PipelineSection,
     /// Canary pairs (`[[canary]]` entries).
     #[serde(default, rename = "canary", skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<CanaryEntry>,
@@ -214,6 +217,24 @@ pub struct HttpSection {
     pub auth_token: Option<String>,
 }
 
+/// `[pipeline]`: how often results are flushed to ClickHouse (each flush ends with a checkpoint)
+/// and how far consumption may run ahead of ClickHouse.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Longest time between two flushes, hence between two checkpoints (100ms to 1h). A restart
+    /// replays about one window plus this much.
+    #[serde(default = "default_flush_interval", with = "duration")]
+    pub flush_interval: Duration,
+    /// A flush starts early once this many rows wait (at least 1).
+    #[serde(default = "default_flush_rows")]
+    pub flush_rows: usize,
+    /// Flushes handed to ClickHouse and not yet written, at most (1 to 64); beyond, consumption
+    /// pauses until ClickHouse catches up, so memory stays bounded while it is down.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
 /// `[[canary]]`: a canary pair of one model. Models without an entry are paired by the `route`
 /// attribute (`stable` / `canary`) of their records. Not overridable from the environment.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -244,6 +265,16 @@ impl Default for KafkaSection {
             schema_registry_url: default_schema_registry_url(),
             schema_dir: default_schema_dir(),
             properties: default_properties(),
+        }
+    }
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            flush_interval: default_flush_interval(),
+            flush_rows: default_flush_rows(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -395,6 +426,15 @@ fn default_idle_ttl() -> Duration {
 }
 fn default_significant_digits() -> u8 {
     LatencySpec::default().significant_digits()
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_flush_rows() -> usize {
+    100_000
+}
+fn default_max_in_flight() -> usize {
+    4
 }
 fn default_http_enabled() -> bool {
     true

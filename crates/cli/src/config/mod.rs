@@ -39,7 +39,7 @@ pub use env::Environment;
 pub use error::ConfigError;
 pub use file::{
     CanaryEntry, ClickHouseSection, ConfigFile, DriftSection, HttpSection, KafkaSection,
-    LatencySection, LimitsSection, OffsetReset, WindowsSection,
+    LatencySection, LimitsSection, OffsetReset, PipelineSection, WindowsSection,
 };
 pub use secret::Secret;
 pub use validate::MIN_AUTH_TOKEN_LEN;
@@ -54,6 +54,7 @@ pub struct Config {
     clickhouse: ClickHouseConfig,
     core: CoreConfig,
     http: HttpConfig,
+    pipeline: PipelineConfig,
     canaries: Vec<CanaryPair>,
 }
 
@@ -107,6 +108,18 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token of the state-changing `/api` routes, at least [`MIN_AUTH_TOKEN_LEN`] long.
     pub auth_token: Option<Secret>,
+}
+
+/// Validated `[pipeline]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PipelineConfig {
+    /// Longest time between flushes (and checkpoints), 100 ms to 1 h.
+    pub flush_interval: std::time::Duration,
+    /// Rows that start a flush early, at least 1.
+    pub flush_rows: usize,
+    /// Flushes in flight, 1 to 64.
+    pub max_in_flight: usize,
 }
 
 /// A validated `[[canary]]` entry: non-empty names, `baseline != canary`, share in (0, 1).
@@ -171,6 +184,10 @@ impl Config {
     /// `[http]`.
     pub fn http(&self) -> &HttpConfig {
         &self.http
+    }
+    /// `[pipeline]`.
+    pub fn pipeline(&self) -> &PipelineConfig {
+        &self.pipeline
     }
     /// `[[canary]]` entries, in file order.
     pub fn canaries(&self) -> &[CanaryPair] {
@@ -271,6 +288,13 @@ impl fmt::Display for Summary<'_> {
             l.max_versions_per_model(),
             l.max_features(),
             ms(l.idle_ttl_ms()),
+        )?;
+        writeln!(
+            f,
+            "pipeline: flush every {} or {} rows, {} flush(es) in flight",
+            humantime::format_duration(c.pipeline.flush_interval),
+            c.pipeline.flush_rows,
+            c.pipeline.max_in_flight
         )?;
         if c.http.enabled {
             let token = if c.http.auth_token.is_some() { "set" } else { "unset" };

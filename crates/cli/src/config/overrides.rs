@@ -68,11 +68,14 @@ pub const OVERRIDABLE: &[(&str, &str, KeyKind)] = &[
     ("http", "enabled", KeyKind::Boolean),
     ("http", "listen", KeyKind::String),
     ("http", "auth_token", KeyKind::String),
+    ("pipeline", "flush_interval", KeyKind::Duration),
+    ("pipeline", "flush_rows", KeyKind::Integer),
+    ("pipeline", "max_in_flight", KeyKind::Integer),
 ];
 
 /// The sections of the file, as in `OVERRIDABLE`, plus `canary` (never overridable).
 const SECTIONS: &[&str] =
-    &["kafka", "clickhouse", "windows", "drift", "limits", "latency", "http", "canary"];
+    &["kafka", "clickhouse", "windows", "drift", "limits", "latency", "http", "pipeline", "canary"];
 
 /// The variable that overrides `section.key`.
 pub fn variable_name(section: &str, key: &str) -> String {

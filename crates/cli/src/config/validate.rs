@@ -1,6 +1,7 @@
 //! From the file as written to a [`Config`]: every check, no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use modelwatch_codec::Format;
 use modelwatch_core::{
@@ -11,8 +12,9 @@ use modelwatch_core::{
 use url::Url;
 
 use super::{
-    CanaryPair, ClickHouseConfig, Config, ConfigError, ConfigFile, HttpConfig, KafkaConfig, Secret,
-    file::{CanaryEntry, ClickHouseSection, HttpSection, KafkaSection},
+    CanaryPair, ClickHouseConfig, Config, ConfigError, ConfigFile, HttpConfig, KafkaConfig,
+    PipelineConfig, Secret,
+    file::{CanaryEntry, ClickHouseSection, HttpSection, KafkaSection, PipelineSection},
 };
 
 /// The shortest accepted `http.auth_token`.
@@ -55,8 +57,9 @@ impl ConfigFile {
             latency: LatencySpec::new(self.latency.significant_digits)?,
         };
         let http = http(self.http)?;
+        let pipeline = pipeline(self.pipeline)?;
         let canaries = canaries(self.canaries)?;
-        Ok(Config { kafka, clickhouse, core, http, canaries })
+        Ok(Config { kafka, clickhouse, core, http, pipeline, canaries })
     }
 }
 
@@ -199,6 +202,28 @@ fn clickhouse(c: ClickHouseSection) -> Result<ClickHouseConfig, ConfigError> {
         database: c.database,
         user: c.user,
         password: Secret::new(c.password),
+    })
+}
+
+fn pipeline(p: PipelineSection) -> Result<PipelineConfig, ConfigError> {
+    let bad = |key: &str, message: &str| ConfigError::Invalid {
+        key: format!("pipeline.{key}"),
+        message: message.to_owned(),
+    };
+    let interval = p.flush_interval;
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+        return Err(bad("flush_interval", "must be between 100ms and 1h"));
+    }
+    if p.flush_rows == 0 {
+        return Err(bad("flush_rows", "must be at least 1"));
+    }
+    if !(1..=64).contains(&p.max_in_flight) {
+        return Err(bad("max_in_flight", "must be between 1 and 64"));
+    }
+    Ok(PipelineConfig {
+        flush_interval: interval,
+        flush_rows: p.flush_rows,
+        max_in_flight: p.max_in_flight,
     })
 }
 
