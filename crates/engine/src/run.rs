@@ -370,6 +370,7 @@ impl Loop<'_> {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), EngineError> {
         let mut last_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            self.apply_assignments();
             match self.source.recv_timeout(self.opts.tick_interval)? {
                 Some(SourceEvent::Batch(records)) => {
                     self.process(&records);
@@ -409,6 +410,22 @@ impl Loop<'_> {
             self.publish();
         }
         Ok(())
+    }
+
+    /// Starts the partitions the resume callback announced (with their checkpoints), also
+    /// those that have no record yet: an assigned partition holds windows back until it has
+    /// caught up or gone idle.
+    fn apply_assignments(&mut self) {
+        let pending: Vec<((String, i32), Option<PartitionCheckpoint>)> = match self.restores.lock()
+        {
+            Ok(mut m) if !m.is_empty() => m.drain().collect(),
+            _ => return,
+        };
+        for ((topic, partition), cp) in pending {
+            if let Some(t) = self.pipeline.topics().by_name(&topic).map(|t| t.index) {
+                self.pipeline.assign(t, partition, cp);
+            }
+        }
     }
 
     fn process(&mut self, records: &[Record]) {
