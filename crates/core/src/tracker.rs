@@ -44,7 +44,8 @@
 //!   past `max_features` are counted and dropped. A version silent for `idle_ttl` of event time
 //!   is evicted once its last window is out.
 //! - **Reference.** Each version's bin counts over its first `reference_period` (from its first
-//!   pane) are its pinned reference; windows score drift against it once it is complete.
+//!   pane) are its pinned reference; windows ending at or after the end of that period score
+//!   drift against it (it is complete by then, whatever the batching of events).
 
 use std::collections::VecDeque;
 
@@ -946,11 +947,14 @@ impl Tracker {
                     .is_none_or(|p| end >= p.cutoff_ms.saturating_add(w.window_ms()))
             });
             if any && rebuildable && !self.scratch.is_empty() {
-                // A reference without counts is none, however it is stored (a preloaded one
-                // holds zeros).
+                // Only windows ending at or after the reference period's end score against it:
+                // whether an earlier window was emitted before or after the reference completed
+                // depends on how events were batched between advances (a replay batches them
+                // otherwise). A reference without counts is none, however it is stored (a
+                // preloaded one holds zeros).
                 let r = &key.reference;
-                let reference =
-                    (r.complete && r.counts.iter().any(|&c| c > 0)).then_some(r.counts.as_slice());
+                let reference = (r.complete && end >= r.end_ms && r.counts.iter().any(|&c| c > 0))
+                    .then_some(r.counts.as_slice());
                 out.window_closed(&WindowView {
                     view: StatsView {
                         model: &model.name,

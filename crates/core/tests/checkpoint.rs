@@ -293,20 +293,23 @@ struct Crash {
 }
 
 /// Runs `logged[..crash_at]` (checkpointing and releasing at `release_at` on the way), takes
-/// checkpoints, then replays into a fresh tracker, advancing every `advance_every` events.
+/// checkpoints (not necessarily right after an advance), then replays into a fresh tracker.
+/// Both runs advance in batches: `advance_every` events before the crash and after.
 fn crash_and_replay(
     logged: &[Logged],
     partitions: u32,
     release_at: usize,
     crash_at: usize,
-    advance_every: usize,
+    advance_every: (usize, usize),
 ) -> Crash {
     let mut feeder = Feeder::new();
     let mut tr = Tracker::new(cfg());
     let mut first = Rows::default();
     for (i, l) in logged[..crash_at].iter().enumerate() {
         feeder.feed(&mut tr, l);
-        tr.advance(&mut first);
+        if (i + 1) % advance_every.0 == 0 {
+            tr.advance(&mut first);
+        }
         if i + 1 == release_at {
             // An earlier checkpoint, durable: its bookkeeping is released.
             let (cps, _, _) = take_checkpoints(&tr, logged, release_at, partitions);
@@ -328,7 +331,7 @@ fn crash_and_replay(
     for r in refs {
         tr.preload_reference(r);
     }
-    for c in counters {
+    for c in counters.iter().cloned() {
         tr.preload_counter(c);
     }
     for (p, cp) in cps.iter().enumerate() {
@@ -339,12 +342,22 @@ fn crash_and_replay(
     for l in logged.iter().filter(|l| l.offset >= cps[l.partition as usize].resume_offset) {
         feeder.feed(&mut tr, l);
         replayed += 1;
-        if replayed % advance_every == 0 {
+        if replayed % advance_every.1 == 0 {
             tr.advance(&mut second);
         }
     }
     tr.advance(&mut second);
-    let counters = tr.counter_series();
+    // The series of versions without an event since the restart are still preloads (and
+    // still in the store).
+    let live: Vec<(String, String)> =
+        tr.reference_snapshots().into_iter().map(|r| (r.model, r.version)).collect();
+    let mut pending: Vec<CounterSeries> = counters
+        .into_iter()
+        .filter(|c| !live.iter().any(|(m, v)| *m == c.model && *v == c.version))
+        .collect();
+    let mut counters = tr.counter_series();
+    counters.append(&mut pending);
+    counters.sort_by(|a, b| (&a.model, &a.version, &a.host).cmp(&(&b.model, &b.version, &b.host)));
     close_all(&mut tr, &mut second, logged.iter().map(|l| l.ev.t).max().unwrap_or(0));
     Crash { first, second, cps, counters, replayed }
 }
@@ -374,7 +387,7 @@ proptest! {
         partitions in 2u32..4,
         release_frac in 0.0f64..1.0,
         crash_frac in 0.0f64..1.0,
-        advance_every in 1usize..2,
+        advance_every in (1usize..8, 1usize..8),
     ) {
         let logged = log(&events, partitions);
         let warm = warmup(3).len();
