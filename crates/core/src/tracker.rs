@@ -1140,8 +1140,10 @@ impl Tracker {
             };
         };
         let wm = p.watermark(w.lateness_ms());
-        let mut cutoff = wm.saturating_sub(w.window_ms());
-        if !p.untouched_since_restore {
+        let cutoff = if p.untouched_since_restore {
+            p.cutoff_ms
+        } else {
+            let mut cutoff = wm.saturating_sub(w.window_ms());
             for key in self.keys.iter().flatten() {
                 for o in key.open.iter().filter(|o| o.partition == partition) {
                     cutoff = cutoff.min(w.pane_start(o.pane));
@@ -1153,8 +1155,8 @@ impl Tracker {
                     cutoff = cutoff.min(end.saturating_sub(w.window_ms()));
                 }
             }
-        }
-        let cutoff = cutoff.max(p.cutoff_ms);
+            cutoff.max(p.cutoff_ms)
+        };
         let (resume_offset, watermark_ms) = match self.resume_point(partition, cutoff) {
             Some(r) => (r.offset, r.watermark_ms),
             None => (next_offset, wm),
