@@ -1129,7 +1129,30 @@ impl Tracker {
     /// replay drop this partition's part of it. The resume offset and its watermark are
     /// [`Tracker::resume_point`]`(partition, C)`, or `next_offset` and the current watermark
     /// when no recorded event is in a pane ending after `C`. A restored partition without an
-    /// event since gives its restored checkpoint back.
+    /// event since gives its restored cutoff and watermark back (with `next_offset`, where it
+    /// resumes, as the resume offset).
+    ///
+    /// ```
+    /// use modelwatch_core::event::InferenceRecord;
+    /// use modelwatch_core::{CoreConfig, PartitionCheckpoint, Source, Tracker};
+    ///
+    /// let mut tr = Tracker::new(CoreConfig::default());
+    /// let start = PartitionCheckpoint {
+    ///     cutoff_ms: i64::MIN,
+    ///     resume_offset: 0,
+    ///     watermark_ms: i64::MIN,
+    /// };
+    /// assert_eq!(tr.checkpoint(0, 0), start);
+    /// let mut r = InferenceRecord::default();
+    /// r.event_time_ms = 600_000;
+    /// r.set_model("m");
+    /// r.set_version("v1");
+    /// tr.record_inference(Source { partition: 0, offset: 7, record_ts_ms: 600_000 }, &r);
+    /// // Its pane is open: a replay starts at it, with the watermark before it.
+    /// let cp = tr.checkpoint(0, 8);
+    /// assert_eq!((cp.resume_offset, cp.watermark_ms), (7, i64::MIN));
+    /// assert!(cp.cutoff_ms < 600_000);
+    /// ```
     pub fn checkpoint(&self, partition: u32, next_offset: i64) -> PartitionCheckpoint {
         let w = self.cfg.windows;
         let Some(p) = self.partitions.get(partition as usize) else {
@@ -1404,7 +1427,8 @@ impl Tracker {
         true
     }
 
-    /// Approximate heap bytes of the per-version state (open and closed panes, references), for
+    /// Approximate heap bytes of the per-version state (open and closed panes, references and
+    /// their unreleased contributions) and of the unreleased counter undo logs, for
     /// memory accounting in benchmarks.
     pub fn state_heap_bytes(&self) -> usize {
         self.keys
@@ -1414,10 +1438,20 @@ impl Tracker {
                 k.open.iter().map(|o| o.heap_bytes()).sum::<usize>()
                     + k.closed.iter().map(|(_, s)| s.heap_bytes()).sum::<usize>()
                     + k.reference.counts.capacity() * 8
+                    + k.reference
+                        .contributions
+                        .iter()
+                        .map(|c| c.counts.capacity() * 8)
+                        .sum::<usize>()
                     + k.window_latency.heap_bytes()
                     + k.window_ttft.heap_bytes()
             })
             .sum::<usize>()
             + self.models.iter().map(|m| m.bins.heap_bytes()).sum::<usize>()
+            + self
+                .partitions
+                .iter()
+                .map(|p| p.undo.capacity() * size_of::<CounterUndo>())
+                .sum::<usize>()
     }
 }
