@@ -1281,8 +1281,10 @@ impl Tracker {
     /// Every version's reference as of the given cutoffs, for a checkpoint: contributions of
     /// panes ending after `cutoff_of(partition)` are left out (and a reference with such
     /// contributions is reported not complete), because a replay from that checkpoint adds them
-    /// again. References preloaded but not installed yet (their version has no event since the
-    /// restart) are not reported: the store still holds them.
+    /// again. `cutoff_of` must answer for every partition the tracker has seen, a revoked one
+    /// included (with the cutoff of its last durable checkpoint). References preloaded but not
+    /// installed yet (their version has no event since the restart) are not reported: the store
+    /// still holds them.
     pub fn reference_snapshots_as_of(
         &self,
         cutoff_of: &dyn Fn(u32) -> i64,
