@@ -24,5 +24,5 @@ pub mod tracker;
 pub mod view;
 
 pub use config::CoreConfig;
-pub use tracker::{Admission, Source, Tracker};
+pub use tracker::{Admission, PartitionCheckpoint, Source, Tracker};
 pub use view::{Output, PaneView, StatsView, WindowView};

@@ -22,18 +22,30 @@
 //!   clock since its last event, so a quiet partition (or a stopped shipper) does not stall
 //!   windows. This is the one decision that depends on the wall clock and so may differ in a
 //!   replay.
-//! - **Replay.** [`Tracker::restore_partition`] sets a partition's watermark and cutoff from a
-//!   checkpoint: events in panes ending at or before the cutoff are skipped (but still move the
-//!   watermark), so panes already durable are not rewritten with part of their events.
-//!   [`Tracker::resume_point`] gives the offset and watermark to resume from (delivery.md).
-//!   Windows ending before `cutoff + window` need skipped panes, so they are not emitted again:
-//!   the caller's cutoff must therefore also stay before the first pane of any window that is
-//!   not yet durable.
+//! - **Replay.** At each flush the caller takes [`Tracker::checkpoint`] of every partition
+//!   (cutoff `C`, resume offset `R`, watermark `wm_R`; the formula is on that method), with
+//!   [`Tracker::reference_snapshots_as_of`] those cutoffs and [`Tracker::counter_series_as_of`]
+//!   each, persists them with the rows, and once durable calls [`Tracker::release`]. After a
+//!   restart a fresh tracker gets the layouts ([`Tracker::restore_layout`]), the references and
+//!   counter series ([`Tracker::preload_reference`], [`Tracker::preload_counter`]: installed
+//!   when their version is first admitted, with its cap slots reserved until then) and
+//!   [`Tracker::restore_partition`] for every partition, then replays each from `R`. Events in
+//!   panes ending at or before `C` are skipped: they still move the watermark, admit their
+//!   version and update counter series as in the first run (unless the first run found them
+//!   late), but are not recorded, so panes already durable are not rewritten with part of their
+//!   events. Windows ending before `C + window` need skipped panes, so they are not emitted
+//!   again. Reference contributions of panes ending after `C` and counter updates from `R` on
+//!   are left out of the persisted state because the replay makes them again; so the replay
+//!   writes the same rows as an uninterrupted run. Known differences: a pane closed by
+//!   idleness, a bin layout frozen after the cutoff (the replay bins values the first run
+//!   collected), a version evicted between `R` and the checkpoint, and a version spread over
+//!   several partitions (delivery.md).
 //! - **Caps.** New models past `max_models`, versions past `max_versions_per_model` and features
 //!   past `max_features` are counted and dropped. A version silent for `idle_ttl` of event time
 //!   is evicted once its last window is out.
 //! - **Reference.** Each version's bin counts over its first `reference_period` (from its first
-//!   pane) are its pinned reference; windows score drift against it once it is complete.
+//!   pane) are its pinned reference; windows ending at or after the end of that period score
+//!   drift against it (it is complete by then, whatever the batching of events).
 
 use std::collections::VecDeque;
 
@@ -120,6 +132,20 @@ pub struct ResumePoint {
     pub watermark_ms: i64,
 }
 
+/// A partition's checkpoint (delivery.md): what a restart needs to rebuild exactly the panes and
+/// windows that are not durable yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionCheckpoint {
+    /// `C`: panes ending at or before it are durable and no future window needs them; a replay
+    /// skips their events.
+    pub cutoff_ms: i64,
+    /// `R`: the offset to resume from.
+    pub resume_offset: i64,
+    /// `wm_R`: the partition's watermark just before the event at `R` was processed
+    /// (`i64::MIN` before any event).
+    pub watermark_ms: i64,
+}
+
 /// A version's pinned reference distribution, persisted across restarts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReferenceSnapshot {
@@ -137,12 +163,61 @@ pub struct ReferenceSnapshot {
     pub features: Vec<(String, FeatureKind, Vec<u64>)>,
 }
 
+/// An event whose time was admitted.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    pane: i64,
+    wm_before: i64,
+    /// Replay: its pane ends at or before the cutoff, so it is not recorded; but it was in the
+    /// first run, so it still admits its key and updates its counter series.
+    skipped: bool,
+}
+
+impl Admitted {
+    fn skipped(pane: i64) -> Self {
+        Self { pane, wm_before: i64::MIN, skipped: true }
+    }
+}
+
 const MAX_STATUSES: usize = 256;
 
 /// A counter series: (key, metric name id, hash of the `host` attribute).
 type SeriesKey = (u32, u32, u64);
-/// The last sample of a counter series: (host, event time, cumulative value).
-type LastSample = (Box<str>, i64, f64);
+
+/// The last sample of a counter series.
+#[derive(Debug)]
+struct LastSample {
+    host: Box<str>,
+    time_ms: i64,
+    value: f64,
+    /// The partition whose event set it (whose checkpoint carries it).
+    partition: u32,
+}
+
+/// A counter update, kept until the checkpoint covering it is durable, so the counter state as
+/// of a resume offset can be rebuilt.
+#[derive(Debug, Clone, Copy)]
+struct CounterUndo {
+    offset: i64,
+    series: SeriesKey,
+    /// (time, value, partition) of the sample it replaced; `None` when it created the series.
+    prev: Option<(i64, f64, u32)>,
+}
+
+/// The bin counts a closed pane of one partition added to a version's reference, kept until a
+/// checkpoint past the pane is durable (a replay from an earlier one adds them again).
+#[derive(Debug)]
+struct Contribution {
+    partition: u32,
+    pane_end: i64,
+    counts: Vec<u64>,
+}
+
+fn sort_series(v: &mut [CounterSeries]) {
+    v.sort_by(|a, b| {
+        (&a.model, &a.version, &a.name, &a.host).cmp(&(&b.model, &b.version, &b.name, &b.host))
+    });
+}
 
 fn host_hash(host: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};
@@ -166,6 +241,8 @@ struct Reference {
     end_ms: i64,
     counts: Vec<u64>,
     complete: bool,
+    /// Closed panes added to `counts`, until released.
+    contributions: Vec<Contribution>,
 }
 
 #[derive(Debug)]
@@ -177,6 +254,9 @@ struct KeyState {
     closed: VecDeque<(i64, PaneStats)>,
     /// Partitions the version was seen in, with the last pane seen there.
     partitions: Vec<(u32, i64)>,
+    /// Partitions dropped from `partitions` whose last pane a pending window still holds: their
+    /// checkpoints must keep that window rebuildable.
+    departed: Vec<(u32, i64)>,
     next_window_end: Option<i64>,
     last_emitted_end: i64,
     last_event_ms: i64,
@@ -207,6 +287,10 @@ struct PartitionState {
     cutoff_ms: i64,
     /// (pane, first offset, watermark before it), by pane.
     first_events: Vec<(i64, i64, i64)>,
+    /// Counter updates by this partition's events, by offset, until released.
+    undo: VecDeque<CounterUndo>,
+    /// Restored and no event since: [`Tracker::checkpoint`] returns the restored checkpoint.
+    untouched_since_restore: bool,
     events_since_tick: u64,
     last_active_wall_ms: Option<i64>,
     idle: bool,
@@ -236,7 +320,14 @@ pub struct Tracker {
     ok_status: u32,
     metric_names: Interner,
     counters: FxHashMap<SeriesKey, LastSample>,
+    /// Preloaded references by model and version, installed when the version is admitted.
+    preload_refs: FxHashMap<Box<str>, FxHashMap<Box<str>, ReferenceSnapshot>>,
+    /// Models of `preload_refs` not admitted yet (their slots under `max_models` are reserved).
+    reserved_models: usize,
+    /// Preloaded counter series by model and version, installed when the version is admitted.
+    preload_counters: FxHashMap<Box<str>, FxHashMap<Box<str>, Vec<CounterSeries>>>,
     pool: Vec<OpenPane>,
+    count_pool: Vec<Vec<u64>>,
     stats_pool: Vec<PaneStats>,
     scratch: PaneStats,
     merge_scratch: Vec<(u32, u32)>,
@@ -263,7 +354,11 @@ impl Tracker {
             ok_status,
             metric_names: Interner::new(MAX_METRIC_NAMES, OTHER),
             counters: FxHashMap::default(),
+            preload_refs: FxHashMap::default(),
+            reserved_models: 0,
+            preload_counters: FxHashMap::default(),
             pool: Vec::new(),
+            count_pool: Vec::new(),
             stats_pool: Vec::new(),
             scratch: PaneStats::empty(),
             merge_scratch: Vec::new(),
@@ -321,7 +416,7 @@ impl Tracker {
 
     /// Checks time: returns the pane and the watermark before the event, or why not.
     #[inline]
-    fn admit(&mut self, src: Source, t: i64) -> Result<(i64, i64), Admission> {
+    fn admit(&mut self, src: Source, t: i64) -> Result<Admitted, Admission> {
         let w = self.cfg.windows;
         if t > src.record_ts_ms.saturating_add(w.max_future_skew_ms()) {
             self.stats.bad_timestamp += 1;
@@ -332,16 +427,19 @@ impl Tracker {
         let p = self.partition_mut(src.partition);
         let wm_before = p.watermark(w.lateness_ms());
         p.events_since_tick += 1;
+        p.untouched_since_restore = false;
         p.max_event_ms = Some(p.max_event_ms.map_or(t, |m| m.max(t)));
+        let late = end <= wm_before.max(p.closed_through_ms);
         if end <= p.cutoff_ms {
             self.stats.skipped += 1;
-            return Err(Admission::Skipped);
+            // A late event reached no key and no counter in the first run either.
+            return if late { Err(Admission::Skipped) } else { Ok(Admitted::skipped(pane)) };
         }
-        if end <= wm_before.max(p.closed_through_ms) {
+        if late {
             self.stats.late += 1;
             return Err(Admission::Late);
         }
-        Ok((pane, wm_before))
+        Ok(Admitted { pane, wm_before, skipped: false })
     }
 
     fn note_offset(&mut self, src: Source, pane: i64, wm_before: i64) {
@@ -351,7 +449,8 @@ impl Tracker {
         }
     }
 
-    /// Admits an event's time and finds its key: (key, pane, watermark before the event).
+    /// Admits an event's time and finds its key. A skipped event still finds (or admits) its
+    /// key, as it did in the first run, so the key's counters and caps repeat.
     #[inline]
     fn admit_key(
         &mut self,
@@ -359,37 +458,66 @@ impl Tracker {
         t: i64,
         model: &str,
         version: &str,
-    ) -> Result<(u32, i64, i64), Admission> {
-        let (pane, wm_before) = self.admit(src, t)?;
-        let kid = self.key_for(model, version, pane)?;
-        Ok((kid, pane, wm_before))
+    ) -> Result<(u32, Admitted), Admission> {
+        let a = self.admit(src, t)?;
+        match self.key_for(model, version, a.pane, src.partition) {
+            Ok(kid) => Ok((kid, a)),
+            Err(_) if a.skipped => Err(Admission::Skipped),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Finds or admits the key of (model, version).
+    /// A new model (admitting it when under the cap): its id.
+    fn new_model(&mut self, model: &str) -> Option<u32> {
+        let reserved = self.preload_refs.contains_key(model);
+        // Slots of preloaded models not seen yet are theirs.
+        let taken = self.model_ids.len() + self.reserved_models;
+        if !reserved && taken >= self.cfg.limits.max_models() as usize {
+            return None;
+        }
+        if reserved {
+            self.reserved_models -= 1;
+        }
+        let id = self.models.len() as u32;
+        self.models.push(ModelState {
+            name: model.into(),
+            versions: FxHashMap::default(),
+            bins: ModelBins::new(),
+        });
+        self.model_ids.insert(model.into(), id);
+        Some(id)
+    }
+
+    /// Finds or admits the key of (model, version) for an event of `partition`.
     #[inline]
-    fn key_for(&mut self, model: &str, version: &str, pane: i64) -> Result<u32, Admission> {
+    fn key_for(
+        &mut self,
+        model: &str,
+        version: &str,
+        pane: i64,
+        partition: u32,
+    ) -> Result<u32, Admission> {
         let mid = match self.model_ids.get(model) {
             Some(&m) => m,
-            None => {
-                if self.model_ids.len() >= self.cfg.limits.max_models() as usize {
+            None => match self.new_model(model) {
+                Some(m) => m,
+                None => {
                     self.stats.over_model_cap += 1;
                     return Err(Admission::OverModelCap);
                 }
-                let id = self.models.len() as u32;
-                self.models.push(ModelState {
-                    name: model.into(),
-                    versions: FxHashMap::default(),
-                    bins: ModelBins::new(),
-                });
-                self.model_ids.insert(model.into(), id);
-                id
-            }
+            },
         };
         let m = &mut self.models[mid as usize];
         if let Some(&k) = m.versions.get(version) {
             return Ok(k);
         }
-        if m.versions.len() >= self.cfg.limits.max_versions_per_model() as usize {
+        // Versions with a preloaded reference were admitted before: their slots are reserved.
+        let preloaded = self.preload_refs.get(model);
+        let reserved = preloaded.map_or(0, |v| v.len());
+        let is_reserved = preloaded.is_some_and(|v| v.contains_key(version));
+        if !is_reserved
+            && m.versions.len() + reserved >= self.cfg.limits.max_versions_per_model() as usize
+        {
             self.stats.over_version_cap += 1;
             return Err(Admission::OverVersionCap);
         }
@@ -400,6 +528,7 @@ impl Tracker {
             open: Vec::new(),
             closed: VecDeque::new(),
             partitions: Vec::new(),
+            departed: Vec::new(),
             next_window_end: None,
             last_emitted_end: i64::MIN,
             last_event_ms: i64::MIN,
@@ -408,6 +537,7 @@ impl Tracker {
                 end_ms: start.saturating_add(self.cfg.drift.reference_period_ms()),
                 counts: Vec::new(),
                 complete: false,
+                contributions: Vec::new(),
             },
             window_latency: RunningLatency::default(),
             window_ttft: RunningLatency::default(),
@@ -424,7 +554,52 @@ impl Tracker {
             }
         };
         m.versions.insert(version.into(), id);
+        self.install_preloads(id, model, version, partition);
         Ok(id)
+    }
+
+    /// Installs the preloaded reference and counter series of a key just admitted; its counter
+    /// series are carried by the checkpoints of `partition` (the admitting event's).
+    #[cold]
+    fn install_preloads(&mut self, kid: u32, model: &str, version: &str, partition: u32) {
+        let snap = self.preload_refs.get_mut(model).and_then(|v| v.remove(version));
+        if self.preload_refs.get(model).is_some_and(|v| v.is_empty()) {
+            self.preload_refs.remove(model);
+        }
+        let counters = self.preload_counters.get_mut(model).and_then(|v| v.remove(version));
+        if self.preload_counters.get(model).is_some_and(|v| v.is_empty()) {
+            self.preload_counters.remove(model);
+        }
+        let Some(key) = self.keys[kid as usize].as_mut() else { return };
+        if let Some(snap) = snap {
+            let m = &self.models[key.model as usize];
+            let r = &mut key.reference;
+            r.start_ms = snap.start_ms;
+            r.end_ms = snap.end_ms;
+            r.complete = snap.complete;
+            r.counts.clear();
+            r.counts.resize(m.bins.total_bins(), 0);
+            for f in m.bins.frozen() {
+                if let Some((_, _, c)) =
+                    snap.features.iter().find(|(n, k, _)| n == f.name && *k == f.kind)
+                {
+                    for (dst, src) in r.counts[f.offset..].iter_mut().zip(c) {
+                        *dst = *src;
+                    }
+                }
+            }
+        }
+        for c in counters.into_iter().flatten() {
+            if self.counters.len() >= MAX_COUNTER_SERIES {
+                self.stats.over_counter_cap += 1;
+                continue;
+            }
+            let mid = self.metric_names.intern(&c.name);
+            self.counters.insert(
+                (kid, mid, host_hash(&c.host)),
+                LastSample { host: c.host.into(), time_ms: c.time_ms, value: c.value, partition },
+            );
+        }
     }
 
     /// The open pane of a key for (pane, partition), created from the pool when missing.
@@ -459,10 +634,15 @@ impl Tracker {
     /// Records one inference event.
     pub fn record_inference(&mut self, src: Source, rec: &InferenceRecord) -> Admission {
         let t = rec.event_time_ms;
-        let (kid, pane, wm_before) = match self.admit_key(src, t, rec.model(), rec.version()) {
-            Ok(x) => x,
-            Err(a) => return a,
-        };
+        let (kid, Admitted { pane, wm_before, skipped }) =
+            match self.admit_key(src, t, rec.model(), rec.version()) {
+                Ok(x) => x,
+                Err(a) => return a,
+            };
+        if skipped {
+            self.note_skipped(kid, src.partition, pane, t);
+            return Admission::Skipped;
+        }
         let status = match rec.status() {
             "ok" => self.ok_status,
             s => self.statuses.intern(s),
@@ -500,33 +680,21 @@ impl Tracker {
     /// Records one metric event.
     pub fn record_metric(&mut self, src: Source, rec: &MetricRecord) -> Admission {
         let t = rec.event_time_ms;
-        let (kid, pane, wm_before) = match self.admit_key(src, t, rec.model(), rec.version()) {
-            Ok(x) => x,
-            Err(a) => return a,
-        };
+        let (kid, Admitted { pane, wm_before, skipped }) =
+            match self.admit_key(src, t, rec.model(), rec.version()) {
+                Ok(x) => x,
+                Err(a) => return a,
+            };
         let mid = self.metric_names.intern(rec.name());
         let increase = if rec.kind == MetricKind::Counter {
-            // Series are found by the hash of their host, so a known series costs no allocation.
-            let host = rec.attribute("host").unwrap_or("");
-            let series = (kid, mid, host_hash(host));
-            let prev = self.counters.get(&series).map(|c| (c.1, c.2));
-            let inc = match prev {
-                Some((pt, _)) if t < pt => 0.0, // out of order: no increase
-                _ => counter_increase(prev.map(|p| p.1), rec.value),
-            };
-            let full = self.counters.len() >= MAX_COUNTER_SERIES;
-            match self.counters.get_mut(&series) {
-                Some(c) if t >= c.1 => (c.1, c.2) = (t, rec.value),
-                Some(_) => {}
-                None if full => self.stats.over_counter_cap += 1,
-                None => {
-                    self.counters.insert(series, (host.into(), t, rec.value));
-                }
-            }
-            inc
+            self.update_counter(src, (kid, mid), t, rec)
         } else {
             0.0
         };
+        if skipped {
+            self.note_skipped(kid, src.partition, pane, t);
+            return Admission::Skipped;
+        }
         let slide = self.cfg.windows.slide_ms();
         let Some(key) = self.keys[kid as usize].as_mut() else { unreachable!("live key") };
         key.last_event_ms = key.last_event_ms.max(t);
@@ -543,6 +711,63 @@ impl Tracker {
         self.note_offset(src, pane, wm_before);
         self.stats.recorded += 1;
         Admission::Recorded
+    }
+
+    /// A skipped event was recorded in the first run: its key saw its time and its partition
+    /// (so the key's windows wait for that partition, and its reference for them, as then).
+    #[cold]
+    fn note_skipped(&mut self, kid: u32, partition: u32, pane: i64, t: i64) {
+        let Some(key) = self.keys[kid as usize].as_mut() else { return };
+        key.last_event_ms = key.last_event_ms.max(t);
+        match key.partitions.iter_mut().find(|(p, _)| *p == partition) {
+            Some(e) => e.1 = e.1.max(pane),
+            None => key.partitions.push((partition, pane)),
+        }
+    }
+
+    /// Takes a counter sample into its series: returns its increase, and logs the update for
+    /// [`Tracker::counter_series_as_of`].
+    #[inline]
+    fn update_counter(
+        &mut self,
+        src: Source,
+        (kid, mid): (u32, u32),
+        t: i64,
+        rec: &MetricRecord,
+    ) -> f64 {
+        // Series are found by the hash of their host, so a known series costs no allocation.
+        let host = rec.attribute("host").unwrap_or("");
+        let series = (kid, mid, host_hash(host));
+        let undo = &mut self.partitions[src.partition as usize].undo;
+        let full = self.counters.len() >= MAX_COUNTER_SERIES;
+        match self.counters.get_mut(&series) {
+            Some(c) if t >= c.time_ms => {
+                let inc = counter_increase(Some(c.value), rec.value);
+                undo.push_back(CounterUndo {
+                    offset: src.offset,
+                    series,
+                    prev: Some((c.time_ms, c.value, c.partition)),
+                });
+                (c.time_ms, c.value, c.partition) = (t, rec.value, src.partition);
+                inc
+            }
+            Some(_) => 0.0, // out of order: no increase
+            None if full => {
+                self.stats.over_counter_cap += 1;
+                0.0
+            }
+            None => {
+                undo.push_back(CounterUndo { offset: src.offset, series, prev: None });
+                let s = LastSample {
+                    host: host.into(),
+                    time_ms: t,
+                    value: rec.value,
+                    partition: src.partition,
+                };
+                self.counters.insert(series, s);
+                counter_increase(None, rec.value)
+            }
+        }
     }
 
     /// Wall-clock tick: judges idleness, then closes what is due (see the module docs).
@@ -639,6 +864,11 @@ impl Tracker {
                 for (a, x) in r.counts.iter_mut().zip(b) {
                     *a += x;
                 }
+                let mut counts = self.count_pool.pop().unwrap_or_default();
+                counts.clear();
+                counts.extend_from_slice(b);
+                let pane_end = start.saturating_add(slide);
+                r.contributions.push(Contribution { partition: o.partition, pane_end, counts });
             }
             if key.in_window(o.pane) {
                 key.apply_to_window(&o.stats, true, &mut self.merge_scratch);
@@ -655,10 +885,15 @@ impl Tracker {
             self.pool.push(o);
         }
 
-        // 2. Forget partitions the version left a window ago.
+        // 2. Forget partitions the version left a window ago (but remember them while a
+        // pending window holds their last pane, for their checkpoints).
         key.partitions.retain(|&(q, last)| {
-            key.open.iter().any(|o| o.partition == q)
-                || w.pane_end(last).saturating_add(w.window_ms()) > closed_through(q)
+            let stay = key.open.iter().any(|o| o.partition == q)
+                || w.pane_end(last).saturating_add(w.window_ms()) > closed_through(q);
+            if !stay {
+                key.departed.push((q, last));
+            }
+            stay
         });
 
         // 3. Emit complete windows.
@@ -712,8 +947,14 @@ impl Tracker {
                     .is_none_or(|p| end >= p.cutoff_ms.saturating_add(w.window_ms()))
             });
             if any && rebuildable && !self.scratch.is_empty() {
-                let reference = (key.reference.complete && !key.reference.counts.is_empty())
-                    .then_some(key.reference.counts.as_slice());
+                // Only windows ending at or after the reference period's end score against it:
+                // whether an earlier window was emitted before or after the reference completed
+                // depends on how events were batched between advances (a replay batches them
+                // otherwise). A reference without counts is none, however it is stored (a
+                // preloaded one holds zeros).
+                let r = &key.reference;
+                let reference = (r.complete && end >= r.end_ms && r.counts.iter().any(|&c| c > 0))
+                    .then_some(r.counts.as_slice());
                 out.window_closed(&WindowView {
                     view: StatsView {
                         model: &model.name,
@@ -747,6 +988,10 @@ impl Tracker {
             key.next_window_end = (!key.closed.is_empty() || !key.open.is_empty())
                 .then_some(end.saturating_add(slide));
         }
+        let next = key.next_window_end;
+        key.departed.retain(|&(_, last)| {
+            next.is_some_and(|e| w.pane_end(last) > e.saturating_sub(w.window_ms()))
+        });
 
         // 4. Evict a version silent for idle_ttl with nothing left to emit.
         if key.open.is_empty()
@@ -759,6 +1004,9 @@ impl Tracker {
             self.keys[kid] = None;
             self.free_keys.push(kid as u32);
             self.counters.retain(|c, _| c.0 != kid as u32);
+            for p in &mut self.partitions {
+                p.undo.retain(|u| u.series.0 != kid as u32);
+            }
             self.stats.keys_evicted += 1;
         }
     }
@@ -766,18 +1014,64 @@ impl Tracker {
     /// Sets a partition's state from a checkpoint before its first replayed event: its
     /// watermark (`wm_R`) and its cutoff (`C`): events in panes ending at or before the cutoff
     /// are skipped.
+    ///
+    /// What the partition added since its last [release](Tracker::release) that a replay adds
+    /// again is rolled back first: its counter updates (so a tracker that keeps running gets the
+    /// counter state as of the released resume offset back) and its reference contributions of
+    /// panes ending after `cutoff_ms`. In a fresh tracker there is nothing to roll back: the
+    /// state comes from [`Tracker::preload_reference`] and [`Tracker::preload_counter`].
     pub fn restore_partition(&mut self, partition: u32, watermark_ms: i64, cutoff_ms: i64) {
+        self.roll_back(partition, cutoff_ms);
         self.forget_partition(partition);
         let lateness = self.cfg.windows.lateness_ms();
         let p = self.partition_mut(partition);
         p.max_event_ms = (watermark_ms != i64::MIN).then(|| watermark_ms.saturating_add(lateness));
         p.cutoff_ms = cutoff_ms;
         p.first_events.clear();
+        p.untouched_since_restore = true;
+    }
+
+    /// Undoes every logged counter update of `partition` and its reference contributions of
+    /// panes ending after `cutoff_ms`, and forgets both logs.
+    fn roll_back(&mut self, partition: u32, cutoff_ms: i64) {
+        if let Some(p) = self.partitions.get_mut(partition as usize) {
+            while let Some(u) = p.undo.pop_back() {
+                match u.prev {
+                    None => {
+                        self.counters.remove(&u.series);
+                    }
+                    Some((time_ms, value, q)) => {
+                        if let Some(c) = self.counters.get_mut(&u.series) {
+                            (c.time_ms, c.value, c.partition) = (time_ms, value, q);
+                        }
+                    }
+                }
+            }
+        }
+        for key in self.keys.iter_mut().flatten() {
+            let r = &mut key.reference;
+            let mut i = 0;
+            while i < r.contributions.len() {
+                let c = &r.contributions[i];
+                if c.partition != partition {
+                    i += 1;
+                    continue;
+                }
+                if c.pane_end > cutoff_ms {
+                    for (a, x) in r.counts.iter_mut().zip(&c.counts) {
+                        *a = a.saturating_sub(*x);
+                    }
+                    r.complete = false;
+                }
+                self.count_pool.push(r.contributions.swap_remove(i).counts);
+            }
+        }
     }
 
     /// Drops everything a partition contributed that is not closed yet (its open panes in every
     /// version) and resets its watermark, idleness and cutoff: for a partition that was revoked,
-    /// or before replaying it. Closed panes already merged into windows stay.
+    /// or before replaying it. Closed panes already merged into windows stay, and so do its
+    /// counter undo log and reference contributions (for [`Tracker::restore_partition`]).
     pub fn forget_partition(&mut self, partition: u32) {
         for key in self.keys.iter_mut().flatten() {
             let mut i = 0;
@@ -789,11 +1083,14 @@ impl Tracker {
                 }
             }
             key.partitions.retain(|&(q, _)| q != partition);
+            key.departed.retain(|&(q, _)| q != partition);
         }
         if let Some(p) = self.partitions.get_mut(partition as usize) {
             let room = p.first_events.capacity();
+            let undo = std::mem::take(&mut p.undo);
             *p = PartitionState::new();
             p.first_events.reserve(room);
+            p.undo = undo;
         }
         self.dirty = true;
     }
@@ -811,12 +1108,107 @@ impl Tracker {
             .map(|e| ResumePoint { offset: e.1, watermark_ms: e.2 })
     }
 
-    /// Forgets resume bookkeeping for panes ending at or before `cutoff_ms` (after a checkpoint
-    /// covering them is durable).
-    pub fn release(&mut self, partition: u32, cutoff_ms: i64) {
+    /// The checkpoint of `partition` if taken now; `next_offset` is the last consumed offset
+    /// plus one.
+    ///
+    /// The cutoff is
+    ///
+    /// ```text
+    /// C = min( watermark - window,
+    ///          start of the oldest open pane of the partition,
+    ///          next_window_end - window  for every version seen in the partition
+    ///                                    whose next window is not emitted yet )
+    /// ```
+    ///
+    /// (saturating; `i64::MIN` before the partition's first event), and never below the cutoff
+    /// the partition was restored with (panes durable then still are). Open panes must be
+    /// rebuilt whole, hence the second term. The third keeps every pending window rebuildable:
+    /// a replay emits only windows ending at or after `C + window`, and a window of a version
+    /// spread over several partitions can be pending here long after this partition closed its
+    /// panes (waiting for a slower partition), so `watermark - window` alone would make the
+    /// replay drop this partition's part of it. The resume offset and its watermark are
+    /// [`Tracker::resume_point`]`(partition, C)`, or `next_offset` and the current watermark
+    /// when no recorded event is in a pane ending after `C`. A restored partition without an
+    /// event since gives its restored cutoff and watermark back (with `next_offset`, where it
+    /// resumes, as the resume offset).
+    ///
+    /// ```
+    /// use modelwatch_core::event::InferenceRecord;
+    /// use modelwatch_core::{CoreConfig, PartitionCheckpoint, Source, Tracker};
+    ///
+    /// let mut tr = Tracker::new(CoreConfig::default());
+    /// let start = PartitionCheckpoint {
+    ///     cutoff_ms: i64::MIN,
+    ///     resume_offset: 0,
+    ///     watermark_ms: i64::MIN,
+    /// };
+    /// assert_eq!(tr.checkpoint(0, 0), start);
+    /// let mut r = InferenceRecord::default();
+    /// r.event_time_ms = 600_000;
+    /// r.set_model("m");
+    /// r.set_version("v1");
+    /// tr.record_inference(Source { partition: 0, offset: 7, record_ts_ms: 600_000 }, &r);
+    /// // Its pane is open: a replay starts at it, with the watermark before it.
+    /// let cp = tr.checkpoint(0, 8);
+    /// assert_eq!((cp.resume_offset, cp.watermark_ms), (7, i64::MIN));
+    /// assert!(cp.cutoff_ms < 600_000);
+    /// ```
+    pub fn checkpoint(&self, partition: u32, next_offset: i64) -> PartitionCheckpoint {
+        let w = self.cfg.windows;
+        let Some(p) = self.partitions.get(partition as usize) else {
+            return PartitionCheckpoint {
+                cutoff_ms: i64::MIN,
+                resume_offset: next_offset,
+                watermark_ms: i64::MIN,
+            };
+        };
+        let wm = p.watermark(w.lateness_ms());
+        let cutoff = if p.untouched_since_restore {
+            p.cutoff_ms
+        } else {
+            let mut cutoff = wm.saturating_sub(w.window_ms());
+            for key in self.keys.iter().flatten() {
+                for o in key.open.iter().filter(|o| o.partition == partition) {
+                    cutoff = cutoff.min(w.pane_start(o.pane));
+                }
+                let mut seen = key.partitions.iter().chain(&key.departed);
+                if let Some(end) = key.next_window_end
+                    && seen.any(|&(q, _)| q == partition)
+                {
+                    cutoff = cutoff.min(end.saturating_sub(w.window_ms()));
+                }
+            }
+            cutoff.max(p.cutoff_ms)
+        };
+        let (resume_offset, watermark_ms) = match self.resume_point(partition, cutoff) {
+            Some(r) => (r.offset, r.watermark_ms),
+            None => (next_offset, wm),
+        };
+        PartitionCheckpoint { cutoff_ms: cutoff, resume_offset, watermark_ms }
+    }
+
+    /// After the checkpoint `cp` of `partition` is durable: forgets the bookkeeping it no longer
+    /// needs: resume bookkeeping of panes ending at or before the cutoff, counter updates
+    /// before the resume offset, and reference contributions of panes ending at or before the
+    /// cutoff. Call it at every checkpoint: until then this bookkeeping grows with the input.
+    pub fn release(&mut self, partition: u32, cp: &PartitionCheckpoint) {
         let w = self.cfg.windows;
         if let Some(p) = self.partitions.get_mut(partition as usize) {
-            p.first_events.retain(|e| w.pane_end(e.0) > cutoff_ms);
+            p.first_events.retain(|e| w.pane_end(e.0) > cp.cutoff_ms);
+            while p.undo.front().is_some_and(|u| u.offset < cp.resume_offset) {
+                p.undo.pop_front();
+            }
+        }
+        for key in self.keys.iter_mut().flatten() {
+            let cs = &mut key.reference.contributions;
+            let mut i = 0;
+            while i < cs.len() {
+                if cs[i].partition == partition && cs[i].pane_end <= cp.cutoff_ms {
+                    self.count_pool.push(cs.swap_remove(i).counts);
+                } else {
+                    i += 1;
+                }
+            }
         }
     }
 
@@ -847,73 +1239,114 @@ impl Tracker {
     pub fn restore_layout(&mut self, model: &str, layout: &FrozenLayout) -> bool {
         let mid = match self.model_ids.get(model) {
             Some(&m) => m,
-            None => {
-                if self.model_ids.len() >= self.cfg.limits.max_models() as usize {
-                    return false;
-                }
-                let id = self.models.len() as u32;
-                self.models.push(ModelState {
-                    name: model.into(),
-                    versions: FxHashMap::default(),
-                    bins: ModelBins::new(),
-                });
-                self.model_ids.insert(model.into(), id);
-                id
-            }
+            None => match self.new_model(model) {
+                Some(m) => m,
+                None => return false,
+            },
         };
         self.models[mid as usize].bins.restore(layout, self.cfg.limits.max_features())
     }
 
-    /// Every version's reference, for persistence.
+    /// A version's reference snapshot with the given counts.
+    fn snapshot(&self, k: &KeyState, counts: &[u64], complete: bool) -> ReferenceSnapshot {
+        let m = &self.models[k.model as usize];
+        let r = &k.reference;
+        ReferenceSnapshot {
+            model: m.name.to_string(),
+            version: k.version.to_string(),
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            complete,
+            features: m
+                .bins
+                .frozen()
+                .map(|f| {
+                    let mut c = f.slice(counts).to_vec();
+                    c.resize(f.layout.bin_count(), 0);
+                    (f.name.to_owned(), f.kind, c)
+                })
+                .collect(),
+        }
+    }
+
+    /// Every version's reference as it stands, for persistence.
     pub fn reference_snapshots(&self) -> Vec<ReferenceSnapshot> {
         self.keys
             .iter()
             .flatten()
+            .map(|k| self.snapshot(k, &k.reference.counts, k.reference.complete))
+            .collect()
+    }
+
+    /// Every version's reference as of the given cutoffs, for a checkpoint: contributions of
+    /// panes ending after `cutoff_of(partition)` are left out (and a reference with such
+    /// contributions is reported not complete), because a replay from that checkpoint adds them
+    /// again. `cutoff_of` must answer for every partition the tracker has seen, a revoked one
+    /// included (with the cutoff of its last durable checkpoint). References preloaded but not
+    /// installed yet (their version has no event since the restart) are not reported: the store
+    /// still holds them.
+    pub fn reference_snapshots_as_of(
+        &self,
+        cutoff_of: &dyn Fn(u32) -> i64,
+    ) -> Vec<ReferenceSnapshot> {
+        let mut counts = Vec::new();
+        self.keys
+            .iter()
+            .flatten()
             .map(|k| {
-                let m = &self.models[k.model as usize];
                 let r = &k.reference;
-                ReferenceSnapshot {
-                    model: m.name.to_string(),
-                    version: k.version.to_string(),
-                    start_ms: r.start_ms,
-                    end_ms: r.end_ms,
-                    complete: r.complete,
-                    features: m
-                        .bins
-                        .frozen()
-                        .map(|f| {
-                            let mut c = f.slice(&r.counts).to_vec();
-                            c.resize(f.layout.bin_count(), 0);
-                            (f.name.to_owned(), f.kind, c)
-                        })
-                        .collect(),
+                counts.clear();
+                counts.extend_from_slice(&r.counts);
+                let mut complete = r.complete;
+                for c in r.contributions.iter().filter(|c| c.pane_end > cutoff_of(c.partition)) {
+                    for (a, x) in counts.iter_mut().zip(&c.counts) {
+                        *a = a.saturating_sub(*x);
+                    }
+                    complete = false;
                 }
+                self.snapshot(k, &counts, complete)
             })
             .collect()
     }
 
-    /// Installs a persisted reference (layouts first). Admits the version like an event would;
-    /// `false` when over a cap.
-    pub fn restore_reference(&mut self, snap: &ReferenceSnapshot) -> bool {
-        let pane = self.cfg.windows.pane_of(snap.start_ms);
-        let Ok(kid) = self.key_for(&snap.model, &snap.version, pane) else { return false };
-        let Some(key) = self.keys[kid as usize].as_mut() else { return false };
-        let m = &self.models[key.model as usize];
-        let r = &mut key.reference;
-        r.start_ms = snap.start_ms;
-        r.end_ms = snap.end_ms;
-        r.complete = snap.complete;
-        r.counts.clear();
-        r.counts.resize(m.bins.total_bins(), 0);
-        for f in m.bins.frozen() {
-            if let Some((_, _, c)) =
-                snap.features.iter().find(|(n, k, _)| n == f.name && *k == f.kind)
-            {
-                for (dst, src) in r.counts[f.offset..].iter_mut().zip(c) {
-                    *dst = *src;
-                }
-            }
+    /// Before consuming: a persisted reference, installed (layouts first) when its version is
+    /// first admitted by an event. Its version was admitted before, so it keeps its place under
+    /// `max_versions_per_model` (and its model under `max_models`): those slots are reserved
+    /// until it comes, so a replay admits the same versions as the first run. A second preload
+    /// of the same version replaces the first.
+    pub fn preload_reference(&mut self, snap: ReferenceSnapshot) {
+        if let Some(&mid) = self.model_ids.get(snap.model.as_str())
+            && self.models[mid as usize].versions.contains_key(snap.version.as_str())
+        {
+            return; // admitted already: too late to install
         }
+        if !self.preload_refs.contains_key(snap.model.as_str())
+            && !self.model_ids.contains_key(snap.model.as_str())
+        {
+            self.reserved_models += 1;
+        }
+        let model: Box<str> = snap.model.as_str().into();
+        let version: Box<str> = snap.version.as_str().into();
+        self.preload_refs.entry(model).or_default().insert(version, snap);
+    }
+
+    /// Before consuming: the persisted last sample of a counter series, installed when its
+    /// version is first admitted by an event (no slot is reserved for it). Its series is then
+    /// carried by the checkpoints of the admitting event's partition.
+    pub fn preload_counter(&mut self, c: CounterSeries) {
+        let model: Box<str> = c.model.as_str().into();
+        let version: Box<str> = c.version.as_str().into();
+        let series = self.preload_counters.entry(model).or_default().entry(version).or_default();
+        match series.iter_mut().find(|s| s.name == c.name && s.host == c.host) {
+            Some(s) => *s = c,
+            None => series.push(c),
+        }
+    }
+
+    /// Installs a persisted reference: the same as [`Tracker::preload_reference`] (kept for
+    /// callers of the older API). Always `true`: caps apply when the version is admitted.
+    pub fn restore_reference(&mut self, snap: &ReferenceSnapshot) -> bool {
+        self.preload_reference(snap.clone());
         true
     }
 
@@ -922,35 +1355,82 @@ impl Tracker {
         let mut v: Vec<CounterSeries> = self
             .counters
             .iter()
-            .filter_map(|((kid, mid, _), (host, time_ms, value))| {
-                let k = self.keys.get(*kid as usize)?.as_ref()?;
-                Some(CounterSeries {
-                    model: self.models[k.model as usize].name.to_string(),
-                    version: k.version.to_string(),
-                    name: self.metric_names.name(*mid).to_owned(),
-                    host: host.to_string(),
-                    time_ms: *time_ms,
-                    value: *value,
-                })
-            })
+            .filter_map(|(&series, s)| self.series(series, &s.host, s.time_ms, s.value))
             .collect();
-        v.sort_by(|a, b| {
-            (&a.model, &a.version, &a.name, &a.host).cmp(&(&b.model, &b.version, &b.name, &b.host))
-        });
+        sort_series(&mut v);
         v
     }
 
-    /// Restores the last sample of a counter series; `false` when over a cap.
+    fn series(
+        &self,
+        (kid, mid, _): SeriesKey,
+        host: &str,
+        time_ms: i64,
+        value: f64,
+    ) -> Option<CounterSeries> {
+        let k = self.keys.get(kid as usize)?.as_ref()?;
+        Some(CounterSeries {
+            model: self.models[k.model as usize].name.to_string(),
+            version: k.version.to_string(),
+            name: self.metric_names.name(mid).to_owned(),
+            host: host.to_owned(),
+            time_ms,
+            value,
+        })
+    }
+
+    /// The counter series as they stood just before the event at `cp.resume_offset` of
+    /// `partition` was processed: the series whose last sample came from this partition, with
+    /// its updates at offsets from the resume offset on undone (a replay from the checkpoint
+    /// makes them again). A version spread over several partitions has series updated by
+    /// several: each series goes with the partition of its last sample. Series preloaded but
+    /// not installed yet are not reported: the store still holds them.
+    pub fn counter_series_as_of(
+        &self,
+        partition: u32,
+        cp: &PartitionCheckpoint,
+    ) -> Vec<CounterSeries> {
+        let mut state: FxHashMap<SeriesKey, (i64, f64, u32)> = self
+            .counters
+            .iter()
+            .filter(|(_, s)| s.partition == partition)
+            .map(|(&k, s)| (k, (s.time_ms, s.value, s.partition)))
+            .collect();
+        if let Some(p) = self.partitions.get(partition as usize) {
+            for u in p.undo.iter().rev().take_while(|u| u.offset >= cp.resume_offset) {
+                match u.prev {
+                    None => {
+                        state.remove(&u.series);
+                    }
+                    Some(prev) => {
+                        if let Some(s) = state.get_mut(&u.series) {
+                            *s = prev;
+                        }
+                    }
+                }
+            }
+        }
+        let mut v: Vec<CounterSeries> = state
+            .into_iter()
+            .filter(|(_, s)| s.2 == partition)
+            .filter_map(|(k, (time_ms, value, _))| {
+                self.series(k, &self.counters.get(&k)?.host, time_ms, value)
+            })
+            .collect();
+        sort_series(&mut v);
+        v
+    }
+
+    /// Restores the last sample of a counter series: the same as [`Tracker::preload_counter`]
+    /// (kept for callers of the older API). Always `true`: caps apply when the version is
+    /// admitted.
     pub fn restore_counter(&mut self, c: &CounterSeries) -> bool {
-        let pane = self.cfg.windows.pane_of(c.time_ms);
-        let Ok(kid) = self.key_for(&c.model, &c.version, pane) else { return false };
-        let mid = self.metric_names.intern(&c.name);
-        self.counters
-            .insert((kid, mid, host_hash(&c.host)), (c.host.as_str().into(), c.time_ms, c.value));
+        self.preload_counter(c.clone());
         true
     }
 
-    /// Approximate heap bytes of the per-version state (open and closed panes, references), for
+    /// Approximate heap bytes of the per-version state (open and closed panes, references and
+    /// their unreleased contributions) and of the unreleased counter undo logs, for
     /// memory accounting in benchmarks.
     pub fn state_heap_bytes(&self) -> usize {
         self.keys
@@ -960,10 +1440,20 @@ impl Tracker {
                 k.open.iter().map(|o| o.heap_bytes()).sum::<usize>()
                     + k.closed.iter().map(|(_, s)| s.heap_bytes()).sum::<usize>()
                     + k.reference.counts.capacity() * 8
+                    + k.reference
+                        .contributions
+                        .iter()
+                        .map(|c| c.counts.capacity() * 8)
+                        .sum::<usize>()
                     + k.window_latency.heap_bytes()
                     + k.window_ttft.heap_bytes()
             })
             .sum::<usize>()
             + self.models.iter().map(|m| m.bins.heap_bytes()).sum::<usize>()
+            + self
+                .partitions
+                .iter()
+                .map(|p| p.undo.capacity() * size_of::<CounterUndo>())
+                .sum::<usize>()
     }
 }
