@@ -4,7 +4,9 @@
 # Usage: deploy/local/broker-start.sh [--dir DIR] [--port N] [--storage sqlite|memory]
 # Env (flags win): MODELWATCH_BROKER_DIR (default $MODELWATCH_CACHE/run/broker),
 #      MODELWATCH_BROKER_PORT (default 19092), MODELWATCH_BROKER_STORAGE (default sqlite:
-#      durable file DIR/tansu.db; memory: lost on stop), MODELWATCH_START_TIMEOUT (default 60 s).
+#      durable file DIR/tansu.db; memory: lost on stop), MODELWATCH_START_TIMEOUT (default 60 s),
+#      MODELWATCH_BROKER_FRESH=1 (start a stopped broker on an empty database: SQLite storage slows
+#      down as old test topics pile up, and the test suite creates fresh topics every run).
 # Prints the bootstrap address (127.0.0.1:PORT) on stdout. Already running: reports it, succeeds.
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
@@ -52,6 +54,11 @@ fi
 
 "$here/install-tansu.sh" >/dev/null
 port_open "$port" && die "port $MODELWATCH_HOST:$port is already in use by another process (not the broker of $dir)"
+
+if [[ "${MODELWATCH_BROKER_FRESH:-0}" == 1 && "$storage" == sqlite ]]; then
+    log "fresh start: removing the old broker database in $dir"
+    rm -f "$dir/tansu.db" "$dir/tansu.db-shm" "$dir/tansu.db-wal"
+fi
 
 start="$(now_ms)"
 log "starting tansu broker in $dir on $listener (storage $engine)"

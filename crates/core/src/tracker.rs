@@ -13,14 +13,17 @@
 //!   is rejected and does not move the watermark, so one bad clock cannot make every later
 //!   event late.
 //! - **Windows.** The window ending at `e` (a multiple of the slide) is the merge of the panes in
-//!   `[e - window, e)`. A (model, version) seen in several partitions (input not keyed by model)
-//!   is windowed over all of them: its window closes when every partition it was seen in has
-//!   closed the window's last pane, so counts stay exact. A window is emitted for every slide
-//!   while it holds data.
+//!   `[e - window, e)`. A window closes when every partition of the tracker (every partition
+//!   with an event, restored or [registered](Tracker::register_partition), idle ones aside)
+//!   has closed its last pane, as Flink's operator watermark is the minimum over its inputs: a
+//!   (model, version) seen in several partitions (input not keyed by model) is windowed over
+//!   all of them with exact counts, even when one partition is read long after another. A
+//!   window is emitted for every slide while it holds data.
 //! - **Idleness.** [`Tracker::tick`] takes the wall clock. A partition without events for
 //!   `idle_timeout` of wall time closes its panes as if its event time had kept pace with the wall
 //!   clock since its last event, so a quiet partition (or a stopped shipper) does not stall
-//!   windows. This is the one decision that depends on the wall clock and so may differ in a
+//!   windows; an idle partition (a registered one without any event included) no longer holds
+//!   back the windows of versions it does not carry. This is the one decision that depends on the wall clock and so may differ in a
 //!   replay.
 //! - **Replay.** At each flush the caller takes [`Tracker::checkpoint`] of every partition
 //!   (cutoff `C`, resume offset `R`, watermark `wm_R`; the formula is on that method), with
@@ -294,11 +297,20 @@ struct PartitionState {
     events_since_tick: u64,
     last_active_wall_ms: Option<i64>,
     idle: bool,
+    /// Assigned to this tracker (registered, restored or seen): holds every window back until
+    /// its watermark passed them, or it is idle without ever having had an event.
+    active: bool,
 }
 
 impl PartitionState {
     fn new() -> Self {
         Self { closed_through_ms: i64::MIN, cutoff_ms: i64::MIN, ..Self::default() }
+    }
+    /// How far this partition lets windows close: its closed-through time, or no limit when
+    /// it is not assigned or idle (an idle partition's own panes still close by wall clock,
+    /// but its event time may lag far behind the others': it must not hold their windows).
+    fn window_limit(&self) -> i64 {
+        if !self.active || self.idle { i64::MAX } else { self.closed_through_ms }
     }
     fn watermark(&self, lateness: i64) -> i64 {
         self.max_event_ms.map_or(i64::MIN, |m| m.saturating_sub(lateness))
@@ -411,7 +423,19 @@ impl Tracker {
                 p
             });
         }
-        &mut self.partitions[i]
+        let p = &mut self.partitions[i];
+        p.active = true;
+        p
+    }
+
+    /// Registers a partition assigned to this tracker before its first event: from now on it
+    /// holds back every version's windows until its watermark passed them (or, without any
+    /// event, until it was idle for `idle_timeout`), so a partition read later than the others
+    /// cannot find the windows of its data already emitted. [`Tracker::forget_partition`]
+    /// unregisters it.
+    pub fn register_partition(&mut self, partition: u32) {
+        self.partition_mut(partition);
+        self.dirty = true;
     }
 
     /// Checks time: returns the pane and the watermark before the event, or why not.
@@ -777,13 +801,21 @@ impl Tracker {
             if p.events_since_tick > 0 || p.last_active_wall_ms.is_none() {
                 p.events_since_tick = 0;
                 p.idle = false;
-                if p.max_event_ms.is_some() {
+                if p.active {
                     p.last_active_wall_ms = Some(now_wall_ms);
                 }
                 continue;
             }
-            let (Some(last), Some(max)) = (p.last_active_wall_ms, p.max_event_ms) else { continue };
+            let Some(last) = p.last_active_wall_ms else { continue };
             let quiet = now_wall_ms.saturating_sub(last);
+            let Some(max) = p.max_event_ms else {
+                // Assigned, never an event: after idle_timeout it no longer holds windows back.
+                if quiet >= w.idle_timeout_ms() && !p.idle {
+                    p.idle = true;
+                    self.dirty = true;
+                }
+                continue;
+            };
             if quiet >= w.idle_timeout_ms() {
                 p.idle = true;
                 let wm = max.saturating_add(quiet).saturating_sub(w.lateness_ms());
@@ -815,12 +847,16 @@ impl Tracker {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
+        let limit = self.partitions.iter().map(PartitionState::window_limit).min();
+        let limit = limit.unwrap_or(i64::MAX);
         for kid in 0..self.keys.len() {
-            self.process_key(kid, out);
+            self.process_key(kid, limit, out);
         }
     }
 
-    fn process_key<O: Output + ?Sized>(&mut self, kid: usize, out: &mut O) {
+    /// `limit`: windows ending after it wait (the smallest closed-through time of the assigned
+    /// partitions, see [`Tracker::register_partition`]).
+    fn process_key<O: Output + ?Sized>(&mut self, kid: usize, limit: i64, out: &mut O) {
         let w = self.cfg.windows;
         let slide = w.slide_ms();
         let Some(key) = self.keys[kid].as_mut() else { return };
@@ -902,7 +938,7 @@ impl Tracker {
         let frontier = ready.unwrap_or_else(|| {
             partitions.iter().map(|p| p.closed_through_ms).max().unwrap_or(i64::MIN)
         });
-        let ready = ready.unwrap_or(i64::MAX);
+        let ready = ready.unwrap_or(i64::MAX).min(limit);
         if !key.reference.complete && ready >= key.reference.end_ms {
             key.reference.complete = true;
         }
@@ -998,15 +1034,9 @@ impl Tracker {
             && key.closed.is_empty()
             && key.last_event_ms.saturating_add(self.cfg.limits.idle_ttl_ms()) < frontier
         {
-            let model = &mut self.models[key.model as usize];
-            model.versions.remove(&key.version);
+            let model = &self.models[key.model as usize];
             out.key_evicted(&model.name, &key.version);
-            self.keys[kid] = None;
-            self.free_keys.push(kid as u32);
-            self.counters.retain(|c, _| c.0 != kid as u32);
-            for p in &mut self.partitions {
-                p.undo.retain(|u| u.series.0 != kid as u32);
-            }
+            self.drop_key(kid);
             self.stats.keys_evicted += 1;
         }
     }
@@ -1069,21 +1099,38 @@ impl Tracker {
     }
 
     /// Drops everything a partition contributed that is not closed yet (its open panes in every
-    /// version) and resets its watermark, idleness and cutoff: for a partition that was revoked,
-    /// or before replaying it. Closed panes already merged into windows stay, and so do its
-    /// counter undo log and reference contributions (for [`Tracker::restore_partition`]).
+    /// version), unregisters it and resets its watermark, idleness and cutoff: for a partition
+    /// that was revoked, or before replaying it. A version that lived only in this partition is
+    /// dropped whole (closed panes, pending windows, reference, counter series): its windows
+    /// belong to the partition's next owner or to the replay, which preload its persisted state;
+    /// emitting them here would write partial windows. Versions also seen elsewhere keep their
+    /// closed panes, and the partition keeps its counter undo log and reference contributions
+    /// (for [`Tracker::restore_partition`]).
     pub fn forget_partition(&mut self, partition: u32) {
-        for key in self.keys.iter_mut().flatten() {
+        let mut orphans = Vec::new();
+        for (kid, key) in self.keys.iter_mut().enumerate() {
+            let Some(key) = key else { continue };
             let mut i = 0;
+            let mut had = false;
             while i < key.open.len() {
                 if key.open[i].partition == partition {
                     self.pool.push(key.open.swap_remove(i));
+                    had = true;
                 } else {
                     i += 1;
                 }
             }
+            had |= key.partitions.iter().chain(&key.departed).any(|&(q, _)| q == partition);
             key.partitions.retain(|&(q, _)| q != partition);
             key.departed.retain(|&(q, _)| q != partition);
+            if had && key.partitions.is_empty() && key.departed.is_empty() {
+                orphans.push(kid);
+            }
+        }
+        // A version that lived only in this partition belongs to its next owner (or to the
+        // replay): its closed panes and pending windows are dropped, never emitted partially.
+        for kid in orphans {
+            self.drop_key(kid);
         }
         if let Some(p) = self.partitions.get_mut(partition as usize) {
             let room = p.first_events.capacity();
@@ -1093,6 +1140,23 @@ impl Tracker {
             p.undo = undo;
         }
         self.dirty = true;
+    }
+
+    /// Forgets a version entirely (its state, counter series and undo entries).
+    fn drop_key(&mut self, kid: usize) {
+        let Some(key) = self.keys[kid].take() else { return };
+        self.models[key.model as usize].versions.remove(&key.version);
+        for o in key.open {
+            self.pool.push(o);
+        }
+        for (_, s) in key.closed {
+            self.stats_pool.push(s);
+        }
+        self.free_keys.push(kid as u32);
+        self.counters.retain(|c, _| c.0 != kid as u32);
+        for p in &mut self.partitions {
+            p.undo.retain(|u| u.series.0 != kid as u32);
+        }
     }
 
     /// The lowest offset (with the watermark before it) of any recorded event of `partition`

@@ -211,12 +211,16 @@ fn idle_partition_does_not_stall_a_key_nor_the_others() {
         tr.record_inference(Source { partition: 0, offset: i, record_ts_ms: i * 1_000 }, &r);
     }
     tr.tick(10_000, &mut out);
-    // Partition 0 closes its own panes regardless of partition 1.
-    assert!(out.windows.keys().any(|k| k.0 == "m0" && k.2 == 90_000));
+    // Partition 0 closes its own panes regardless of partition 1, but windows wait for every
+    // partition that is not idle (partition 1 might still carry m0's events).
+    assert!(out.panes.keys().any(|k| k.0 == "m0" && k.3 == 80_000));
+    assert!(!out.windows.keys().any(|k| k.0 == "m0"), "windows wait for partition 1");
     assert!(!out.panes.keys().any(|k| k.0 == "m1"), "not idle yet");
-    // 30 s of wall-clock silence on partition 1: it closes its panes by idleness.
+    // 30 s of wall-clock silence on partition 1: it closes its panes by idleness and no
+    // longer holds back the others' windows.
     tr.tick(45_000, &mut out);
     assert!(tr.is_idle(1));
+    assert!(out.windows.keys().any(|k| k.0 == "m0" && k.2 == 90_000));
     assert!(out.panes.contains_key(&("m1".into(), "v0".into(), 1, 0)));
     assert!(out.windows.contains_key(&("m1".into(), "v0".into(), 10_000)));
 }
@@ -570,4 +574,77 @@ fn forgetting_a_partition_drops_its_open_panes_so_a_replay_counts_once() {
     let mut merged = first.panes.clone();
     merged.extend(second.panes);
     assert_eq!(merged, full.panes);
+}
+
+#[test]
+fn a_partition_read_after_another_still_finds_the_windows_of_its_data_open() {
+    // m0 is spread over partitions 0 and 1 (input not keyed); partition 1 is read after all of
+    // partition 0 (a consumer catching up reads partitions unevenly).
+    let mut tr = Tracker::new(cfg(20, 10, 0));
+    let mut out = Collected::default();
+    let mut r = InferenceRecord::default();
+    tr.register_partition(0);
+    tr.register_partition(1);
+    for p in [0u32, 1] {
+        for i in 0..100 {
+            record(&mut r, &ev(i * 1_000, 3.0));
+            let src = Source { partition: p, offset: i, record_ts_ms: i * 1_000 };
+            assert_eq!(tr.record_inference(src, &r), Admission::Recorded);
+            tr.advance(&mut out);
+        }
+        if p == 0 {
+            assert!(out.windows.is_empty(), "windows wait for the registered partition 1");
+        }
+    }
+    // Every full window holds both partitions' events: 20 s at one event per second each.
+    let w = &out.windows[&("m0".into(), "v0".into(), 60_000)];
+    assert_eq!(w.requests, 40);
+}
+
+#[test]
+fn a_registered_partition_without_events_stops_holding_windows_once_idle() {
+    let mut tr = Tracker::new(cfg(20, 10, 0));
+    let mut out = Collected::default();
+    let mut r = InferenceRecord::default();
+    tr.register_partition(1);
+    tr.tick(0, &mut out);
+    for i in 0..100 {
+        record(&mut r, &ev(i * 1_000, 3.0));
+        tr.record_inference(Source { partition: 0, offset: i, record_ts_ms: i * 1_000 }, &r);
+    }
+    tr.tick(1_000, &mut out);
+    assert!(out.windows.is_empty());
+    tr.tick(31_000, &mut out);
+    assert!(out.windows.contains_key(&("m0".into(), "v0".into(), 90_000)));
+}
+
+#[test]
+fn a_revoked_partition_takes_its_versions_along_and_emits_nothing_partial() {
+    let mut tr = Tracker::new(cfg(20, 10, 0));
+    let mut out = Collected::default();
+    let mut r = InferenceRecord::default();
+    // m0 only in partition 0, m1 only in partition 1.
+    for (p, model) in [(0u32, 0u8), (1, 1)] {
+        for i in 0..30 {
+            let mut e = ev(i * 1_000, 3.0);
+            e.model = model;
+            record(&mut r, &e);
+            tr.record_inference(Source { partition: p, offset: i, record_ts_ms: i * 1_000 }, &r);
+        }
+    }
+    tr.advance(&mut out);
+    assert_eq!(tr.active_keys(), 2);
+    let m0_before = out.windows.keys().filter(|k| k.0 == "m0").count();
+    tr.forget_partition(0);
+    assert_eq!(tr.active_keys(), 1, "m0 lived only in partition 0");
+    for i in 30..100 {
+        let mut e = ev(i * 1_000, 3.0);
+        e.model = 1;
+        record(&mut r, &e);
+        tr.record_inference(Source { partition: 1, offset: i, record_ts_ms: i * 1_000 }, &r);
+    }
+    tr.advance(&mut out);
+    let m0_after = out.windows.keys().filter(|k| k.0 == "m0").count();
+    assert_eq!(m0_after, m0_before, "no window of m0 after its partition left");
+    assert!(out.windows.keys().any(|k| k.0 == "m1" && k.2 == 90_000));
 }

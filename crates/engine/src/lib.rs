@@ -15,7 +15,6 @@ pub mod collect;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;
-mod shim;
 pub mod sink;
 pub mod topics;
 

@@ -14,13 +14,12 @@
 
 use std::fmt;
 
-use crate::shim::{PartitionCheckpoint, Shim as _};
 use modelwatch_clickhouse::rows::{
     CheckpointRow, CounterSeriesRow, DriftLayoutRow, DriftReferenceRow,
 };
 use modelwatch_codec::{Format, InferenceDecoder, MetricDecoder, SchemaResolver};
 use modelwatch_core::bins::FrozenLayout;
-use modelwatch_core::tracker::{ReferenceSnapshot, TrackerStats};
+use modelwatch_core::tracker::{PartitionCheckpoint, ReferenceSnapshot, TrackerStats};
 use modelwatch_core::{Admission, CoreConfig, Source, Tracker, metrics::CounterSeries};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -207,6 +206,8 @@ pub struct Pipeline {
     counts: Vec<TopicCounts>,
     written_layouts: FxHashSet<(String, String, String)>,
     complete_references: FxHashSet<(String, String)>,
+    /// The cutoff of the last durable checkpoint of every partition ever checkpointed.
+    durable_cutoffs: FxHashMap<u32, i64>,
     seq: u64,
 }
 
@@ -232,6 +233,7 @@ impl Pipeline {
             counts,
             written_layouts: FxHashSet::default(),
             complete_references: FxHashSet::default(),
+            durable_cutoffs: FxHashMap::default(),
             seq: 0,
         }
     }
@@ -335,7 +337,11 @@ impl Pipeline {
         let id = self.topics.tracker_id(topic, partition);
         match checkpoint {
             Some(cp) => self.tracker_of(id).restore_partition(id, cp.watermark_ms, cp.cutoff_ms),
-            None => self.tracker_of(id).forget_partition(id),
+            None => {
+                let t = self.tracker_of(id);
+                t.forget_partition(id);
+                t.register_partition(id);
+            }
         }
         let p = self.part(id);
         p.assigned = true;
@@ -477,9 +483,11 @@ impl Pipeline {
             }
         }
 
-        let cutoffs: FxHashMap<u32, i64> =
-            commits.iter().map(|c| (c.tracker_id, c.checkpoint.cutoff_ms)).collect();
-        let cutoff_of = |p: u32| cutoffs.get(&p).copied().unwrap_or(i64::MAX);
+        // Partitions checkpointed now: their new cutoff (durable with these rows); others (revoked)
+        // their last durable one, so what the next owner replays is left out.
+        let mut cutoffs = self.durable_cutoffs.clone();
+        cutoffs.extend(commits.iter().map(|c| (c.tracker_id, c.checkpoint.cutoff_ms)));
+        let cutoff_of = |p: u32| cutoffs.get(&p).copied().unwrap_or(i64::MIN);
         let mut references = Vec::new();
         for s in self.trackers[0].reference_snapshots_as_of(&cutoff_of) {
             let key = (s.model.clone(), s.version.clone());
@@ -521,8 +529,9 @@ impl Pipeline {
     /// After the sink acknowledged a flush: forgets what its checkpoints made unnecessary.
     pub fn release(&mut self, commits: &[PartitionCommit]) {
         for c in commits {
+            self.durable_cutoffs.insert(c.tracker_id, c.checkpoint.cutoff_ms);
             if self.parts.get(c.tracker_id as usize).is_some_and(|p| p.assigned) {
-                self.tracker_of(c.tracker_id).release2(c.tracker_id, &c.checkpoint);
+                self.tracker_of(c.tracker_id).release(c.tracker_id, &c.checkpoint);
             }
         }
     }

@@ -30,8 +30,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::shim::PartitionCheckpoint;
 use modelwatch_clickhouse::Store;
+use modelwatch_core::bins::FrozenLayout;
+use modelwatch_core::metrics::CounterSeries;
+use modelwatch_core::tracker::{PartitionCheckpoint, ReferenceSnapshot};
 use modelwatch_kafka::{
     DeadLetterOptions, DeadLetterProducer, Record, Source, SourceError, SourceEvent, SourceOptions,
     WatermarkProbe,
@@ -129,8 +131,30 @@ struct Ack {
 /// The next offset of every assigned partition, for the lag sampler.
 type Positions = Arc<Mutex<Vec<(Arc<str>, i32, i64)>>>;
 
-/// Checkpoints read by the resume callback, waiting for the partition's first record.
-type Restores = Arc<Mutex<HashMap<(String, i32), Option<PartitionCheckpoint>>>>;
+/// Persisted state that outlives a window: layouts, references, counter series.
+type State = (Vec<(String, FrozenLayout)>, Vec<ReferenceSnapshot>, Vec<CounterSeries>);
+
+/// What the resume callback read for the engine thread: the checkpoints of newly assigned
+/// partitions, and the state the versions of those partitions need (read again at every
+/// assignment: the previous owner wrote it).
+#[derive(Default)]
+struct Pending {
+    checkpoints: HashMap<(String, i32), Option<PartitionCheckpoint>>,
+    state: Option<State>,
+}
+
+type Restores = Arc<Mutex<Pending>>;
+
+fn read_state(store: &Store, rt: &Handle, stop: &AtomicBool) -> Result<State, EngineError> {
+    let layouts = retry("reading drift layouts", stop, || rt.block_on(store.drift_layouts()))
+        .map_err(EngineError::Restore)?;
+    let references =
+        retry("reading drift references", stop, || rt.block_on(store.drift_references()))
+            .map_err(EngineError::Restore)?;
+    let counters = retry("reading counter series", stop, || rt.block_on(store.counter_series()))
+        .map_err(EngineError::Restore)?;
+    Ok((layouts, references, counters))
+}
 
 /// Calls `f` until it succeeds, backing off up to 10 s, until `stop` is set.
 fn retry<T>(
@@ -171,13 +195,7 @@ pub fn run<S: Sink>(
     let mut pipeline = Pipeline::new(topics.clone(), opts.pipeline.clone());
 
     // State that outlives a window, before any record.
-    let layouts = retry("reading drift layouts", &stop, || rt.block_on(store.drift_layouts()))
-        .map_err(EngineError::Restore)?;
-    let references =
-        retry("reading drift references", &stop, || rt.block_on(store.drift_references()))
-            .map_err(EngineError::Restore)?;
-    let counters = retry("reading counter series", &stop, || rt.block_on(store.counter_series()))
-        .map_err(EngineError::Restore)?;
+    let (layouts, references, counters) = read_state(&store, &rt, &stop)?;
     tracing::info!(
         layouts = layouts.len(),
         references = references.len(),
@@ -209,8 +227,23 @@ pub fn run<S: Sink>(
                 }
             };
             tracing::info!(topic, partition, checkpoint = ?cp, "partition assigned");
+            let need_state = restores.lock().is_ok_and(|r| r.state.is_none());
+            let state = if need_state {
+                match read_state(&store, &rt, &stop) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(error = %e, "persisted state could not be read");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             if let Ok(mut r) = restores.lock() {
-                r.insert((topic.to_owned(), partition), cp);
+                r.checkpoints.insert((topic.to_owned(), partition), cp);
+                if state.is_some() {
+                    r.state = state;
+                }
             }
             cp.map(|c| c.resume_offset)
         }
@@ -416,11 +449,18 @@ impl Loop<'_> {
     /// those that have no record yet: an assigned partition holds windows back until it has
     /// caught up or gone idle.
     fn apply_assignments(&mut self) {
-        let pending: Vec<((String, i32), Option<PartitionCheckpoint>)> = match self.restores.lock()
-        {
-            Ok(mut m) if !m.is_empty() => m.drain().collect(),
+        let (pending, state) = match self.restores.lock() {
+            Ok(mut m) if !m.checkpoints.is_empty() || m.state.is_some() => {
+                let cps: Vec<_> = m.checkpoints.drain().collect();
+                (cps, m.state.take())
+            }
             _ => return,
         };
+        if let Some((layouts, references, counters)) = state {
+            // Versions already tracked ignore them; the others (those of the new partitions)
+            // start from what their previous owner persisted.
+            self.pipeline.preload(&layouts, references, counters);
+        }
         for ((topic, partition), cp) in pending {
             if let Some(t) = self.pipeline.topics().by_name(&topic).map(|t| t.index) {
                 self.pipeline.assign(t, partition, cp);
@@ -447,7 +487,7 @@ impl Loop<'_> {
                     .restores
                     .lock()
                     .ok()
-                    .and_then(|mut m| m.remove(&(r.topic.to_string(), r.partition)))
+                    .and_then(|mut m| m.checkpoints.remove(&(r.topic.to_string(), r.partition)))
                     .flatten();
                 self.pipeline.assign(t, r.partition, cp);
             }
