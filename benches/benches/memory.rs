@@ -66,7 +66,8 @@ fn main() {
         n += 1;
         if n % 1000 == 0 {
             tracker.advance(&mut Null);
-            tracker.release(0, rec.event_time_ms - 600_000);
+            let cp = tracker.checkpoint(0, n);
+            tracker.release(0, &cp);
         }
     }
     let elapsed = t0.elapsed();

@@ -95,7 +95,8 @@ fn record_into(tracker: &mut Tracker, offset: &mut i64, rec: &InferenceRecord) {
     black_box(tracker.record_inference(src, rec));
     if *offset % 1000 == 0 {
         tracker.advance(&mut Null);
-        tracker.release(0, rec.event_time_ms - 600_000);
+        let cp = tracker.checkpoint(0, *offset);
+        tracker.release(0, &cp);
     }
 }
 

@@ -76,8 +76,9 @@ fn allocations_of(format: Format) -> (usize, usize) {
         n += 1;
         if n % 1000 == 0 {
             tracker.advance(&mut Null);
-            // As the engine does at each checkpoint (cutoff = watermark - window, or older).
-            tracker.release(0, work.now_ms() - 60_000);
+            // As the engine does once a checkpoint is durable.
+            let cp = tracker.checkpoint(0, n);
+            tracker.release(0, &cp);
         }
     }
     (COUNT.with(Cell::get), counted)
