@@ -535,7 +535,30 @@ fn input_not_keyed_by_model_is_counted_exactly_by_one_instance_and_reported() {
         assert_eq!(r.len(), 1, "window {end} of {model}/{version} missing");
         let p99: f64 = r[0][0].parse().unwrap();
         let n: usize = r[0][1].parse().unwrap();
-        assert_eq!(n, in_window.len(), "{model}/{version} window requests");
+        if n != in_window.len() {
+            // Which windows are short: every window of this version, against the truth.
+            let rows = tsv(&setup.sql(&format!(
+                "SELECT window_end_ms, requests, written_at_ms FROM {{db}}.window_stats FINAL \
+                 WHERE model = '{model}' AND version = '{version}' ORDER BY window_end_ms"
+            )));
+            let short: Vec<String> = rows
+                .iter()
+                .filter_map(|r| {
+                    let e: i64 = r[0].parse().ok()?;
+                    let want = lat.iter().filter(|(t, _)| *t >= e - WINDOW_MS && *t < e).count();
+                    (r[1] != want.to_string())
+                        .then(|| format!("end {e}: {} of {want} (written at {})", r[1], r[2]))
+                })
+                .collect();
+            panic!(
+                "{model}/{version}: window ending {end} holds {n} requests, not {}; \
+                 windows short of requests ({} of {}):\n{}",
+                in_window.len(),
+                short.len(),
+                rows.len(),
+                short.join("\n")
+            );
+        }
         assert!(
             (p99 - exact).abs() <= 0.01 * exact,
             "{model}/{version}: p99 {p99} vs exact {exact} over {n} requests"
