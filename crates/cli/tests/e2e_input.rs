@@ -135,6 +135,7 @@ fn produce(brokers: &str, topic: &str, records: &[Out]) -> Vec<(i32, i64)> {
         .set("enable.idempotence", "false")
         .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
+        .set("compression.type", "lz4")
         .set("message.timeout.ms", "30000")
         .create_with_context(Reports::default())
         .unwrap();
