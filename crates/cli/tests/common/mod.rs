@@ -188,6 +188,20 @@ impl Instance {
         resp.body_mut().read_to_string().ok()
     }
 
+    /// The process id of the child (`None` once stopped).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A `kB` field of the child's `/proc/PID/status`, e.g. `VmHWM` (peak resident set) or
+    /// `VmRSS`; `None` when the process is gone or the field is missing.
+    pub(crate) fn proc_status_kb(&self, field: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line =
+            text.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+        line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+    }
+
     /// The status code of a GET (0 when the connection fails).
     pub(crate) fn status(&self, path: &str) -> u16 {
         let agent: ureq::Agent =
