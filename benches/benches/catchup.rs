@@ -25,7 +25,11 @@
 //! cargo bench -p modelwatch-benches --bench catchup
 //! ```
 //! `MODELWATCH_BENCH_RECORDS` (default 500000) and `MODELWATCH_BENCH_ROUNDS` (default 2)
-//! change the size.
+//! change the size. The shared broker of `services.sh` stores in SQLite and takes minutes to
+//! ingest half a million records (and slows everyone else's tests meanwhile): point
+//! `MODELWATCH_TEST_BROKERS` at a private in-memory broker for this benchmark (see
+//! benches/README.md). Both phases read from the same broker, so the ratio holds either way,
+//! but the absolute rates are the broker's.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports")]
 

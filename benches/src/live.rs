@@ -147,6 +147,10 @@ pub fn gen_options(brokers: &str, topic: &str, count: u64, rps: f64, start_ms: i
         metric_topic: format!("{topic}_metrics_unused"),
         count: Some(count),
         scenario: scenario(rps, start_ms),
+        // The local broker (tansu on SQLite) acknowledges a few thousand records per second:
+        // a long backlog must not time out in the producer's queue.
+        delivery_timeout: Duration::from_secs(600),
+        max_wall_time: Duration::from_secs(1_200),
         ..GenOptions::default()
     }
 }
