@@ -1,7 +1,8 @@
 //! Memory while ClickHouse is unreachable: the engine runs against a private ClickHouse server
 //! (its own data dir and loopback ports, started and stopped by `deploy/local/clickhouse-start.sh`
 //! and `clickhouse-stop.sh`) while a producer keeps writing records at a steady rate; after a
-//! healthy phase the server is stopped for a while, then started again.
+//! healthy phase the server is killed (SIGKILL, as a crash: connections are refused at once; a
+//! clean stop takes ~20 s), left down for a while, then started again on its data.
 //!
 //! The producer is this benchmark's own binary re-run as a child process
 //! (`MODELWATCH_BENCH_ROLE=produce`), so the resident set measured (VmRSS of this process,
@@ -130,8 +131,9 @@ fn main() {
             (Some(_), None) => "ClickHouse down",
             _ => "restarted",
         };
-        if t >= next_print {
-            next_print += 2.0;
+        let changed = samples.last().is_some_and(|p: &Sample| p.m.paused != s.m.paused);
+        if t >= next_print || changed {
+            next_print = t + 2.0;
             println!(
                 "{:>6.1} {:>9.1} {:>9} {:>7} {:>9} {:>11} {:>15}  {phase}",
                 t,
@@ -146,9 +148,9 @@ fn main() {
         let done = s.m.records >= count && !s.m.paused && s.m.in_flight == 0;
         samples.push(s);
         if stopped_at.is_none() && t >= healthy_s {
-            ch.stop().unwrap_or_else(|e| panic!("{e}"));
+            ch.kill().unwrap_or_else(|e| panic!("{e}"));
             stopped_at = Some(t0.elapsed().as_secs_f64());
-            println!("-- ClickHouse stopped at {:.1} s", t0.elapsed().as_secs_f64());
+            println!("-- ClickHouse killed at {:.1} s", t0.elapsed().as_secs_f64());
         }
         if restarted_at.is_none() && t >= healthy_s + outage_s {
             ch.start().unwrap_or_else(|e| panic!("{e}"));
@@ -175,6 +177,12 @@ fn main() {
     };
     let records_at = |t: f64| samples.iter().rev().find(|s| s.t <= t).map_or(0, |s| s.m.records);
     let first_paused = samples.iter().find(|s| s.t >= down && s.m.paused).map(|s| s.t);
+    let resumed = samples.iter().find(|s| s.t >= up && !s.m.paused).map(|s| s.t);
+    // The producer started just before t = 0 at a steady rate: about `rate * t` records exist.
+    let level = samples
+        .iter()
+        .find(|s| s.t >= up && s.m.records as f64 >= (rate * s.t).min(count as f64) * 0.99)
+        .map(|s| s.t);
     let half = down + (up - down) / 2.0;
     println!("summary:");
     println!("  RSS before the engine: {:.1} MiB", mib(rss_before));
@@ -197,6 +205,19 @@ fn main() {
             records_at(up)
         ),
         None => println!("  consumption never paused while ClickHouse was down"),
+    }
+    if let Some(r) = resumed {
+        println!("  consumption resumed {:.1} s after the restart", r - up);
+    }
+    match level {
+        Some(l) => println!(
+            "  back level with the producer (within 1%) {:.1} s after the restart, having read \
+             {} records since it ({:.0} rec/s)",
+            l - up,
+            records_at(l) - records_at(up),
+            (records_at(l) - records_at(up)) as f64 / (l - up).max(0.1)
+        ),
+        None => println!("  never back level with the producer within the bound"),
     }
     match caught_up_at {
         Some(c) => println!(

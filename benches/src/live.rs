@@ -410,7 +410,30 @@ impl PrivateClickHouse {
         if status.success() { Ok(()) } else { Err(format!("clickhouse-start.sh: {status}")) }
     }
 
-    /// Stops it (clean shutdown by the script).
+    /// Kills it (SIGKILL: a crash; connections are refused at once) and waits until it is gone.
+    pub fn kill(&self) -> Result<(), String> {
+        let pid = std::fs::read_to_string(self.dir.join("clickhouse.pid"))
+            .map_err(|e| format!("clickhouse.pid: {e}"))?;
+        let pid = pid.trim().to_owned();
+        let status =
+            Command::new("kill").args(["-9", &pid]).status().map_err(|e| format!("kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -9 {pid}: {status}"));
+        }
+        let proc_dir = PathBuf::from("/proc").join(&pid);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while proc_dir.exists() && Instant::now() < deadline {
+            // A zombie until init reaps it (the script detaches the server).
+            let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+            if stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()) == Some("Z") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops it (clean shutdown by the script; may take many seconds).
     pub fn stop(&self) -> Result<(), String> {
         let status = Command::new(deploy_script("clickhouse-stop.sh"))
             .arg("--dir")
