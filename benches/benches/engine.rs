@@ -21,6 +21,8 @@
 //! robin, the worst case for caches; ~20 is typical of a keyed producer) change the load, and
 //! `MODELWATCH_BENCH_REFERENCE_S` the reference period (default 60; 1800 is the default of
 //! the configuration, under which no window is scored against a reference during the run).
+//! `MODELWATCH_BENCH_ONLY=avro_bare` (or `json`) skips the other variant's warm-up too, e.g.
+//! for a profile: `perf record -g -- <bench binary> --bench avro_bare --profile-time 20`.
 
 #![allow(clippy::print_stderr, reason = "a benchmark reports a summary of what it built")]
 
@@ -199,10 +201,17 @@ fn engine(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(10));
+    let only = std::env::var("MODELWATCH_BENCH_ONLY").unwrap_or_default();
     for (name, format) in [("avro_bare", Format::Avro), ("json", Format::Json)] {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let mut s = Steady::new(format, 330);
         g.bench_function(format!("process_advance_flush/{name}"), |b| b.iter_custom(|n| s.time(n)));
         let b = s.built;
+        if b.events == 0 {
+            continue; // filtered out on the command line
+        }
         assert!(b.window_stats > 0 && b.drift_scores > 0, "windows closed and rows built: {b:?}");
         let per_m = |x: u64| x as f64 * 1e6 / b.events.max(1) as f64;
         eprintln!(
