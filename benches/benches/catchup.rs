@@ -24,6 +24,8 @@
 //! set -a; source ~/.cache/modelwatch/run/services.env; set +a
 //! cargo bench -p modelwatch-benches --bench catchup
 //! ```
+//! `MODELWATCH_BENCH_WATCH_PIDS=broker=PID,clickhouse=PID` also prints those processes' CPU
+//! seconds over each phase (on a small machine they compete with the engine for the cores).
 //! `MODELWATCH_BENCH_RECORDS` (default 500000) and `MODELWATCH_BENCH_ROUNDS` (default 2)
 //! change the size. The shared broker of `services.sh` stores in SQLite and takes minutes to
 //! ingest half a million records (and slows everyone else's tests meanwhile): point
@@ -37,8 +39,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use modelwatch_benches::live::{
-    Engine, Progress, cpu_seconds, create_topic, delete_topic, fresh, gen_options, runtime,
-    services, store, wall_ms,
+    Engine, Progress, cpu_seconds, cpu_seconds_of, create_topic, delete_topic, fresh, gen_options,
+    runtime, services, store, wall_ms, watched_pids,
 };
 use modelwatch_kafka::SourceOptions;
 use rdkafka::Message;
@@ -59,6 +61,17 @@ struct Phase {
     records: u64,
     progress: Progress,
     cpu_s: f64,
+    /// CPU seconds of the watched processes (the broker, ClickHouse) over the phase.
+    others: Vec<(String, f64)>,
+}
+
+/// CPU seconds of the watched processes so far.
+fn others_cpu() -> Vec<(String, f64)> {
+    watched_pids().into_iter().map(|(name, pid)| (name, cpu_seconds_of(pid))).collect()
+}
+
+fn delta(after: Vec<(String, f64)>, before: &[(String, f64)]) -> Vec<(String, f64)> {
+    after.into_iter().zip(before).map(|((n, a), (_, b))| (n, a - b)).collect()
 }
 
 impl Phase {
@@ -74,6 +87,9 @@ impl Phase {
             self.cpu_s,
             self.cpu_s / n as f64 * 1e6,
         );
+        for (name, cpu) in &self.others {
+            println!("  {:<13} CPU {cpu:.2} s over the phase", format!("({name})"));
+        }
     }
 }
 
@@ -82,6 +98,7 @@ fn consume_only(brokers: &str, topic: &str, n: u64) -> Result<Phase, String> {
     let opts = SourceOptions::new(brokers, &group, [topic]);
     let consumer: BaseConsumer =
         opts.client_config().create().map_err(|e| format!("consumer: {e}"))?;
+    let others0 = others_cpu();
     let cpu0 = cpu_seconds();
     let mut progress = Progress::start();
     consumer.subscribe(&[topic]).map_err(|e| format!("subscribe: {e}"))?;
@@ -101,9 +118,10 @@ fn consume_only(brokers: &str, topic: &str, n: u64) -> Result<Phase, String> {
         }
     }
     let cpu_s = cpu_seconds() - cpu0;
+    let others = delta(others_cpu(), &others0);
     black_box(bytes);
     drop(consumer);
-    Ok(Phase { name: "consume-only", records: count, progress, cpu_s })
+    Ok(Phase { name: "consume-only", records: count, progress, cpu_s, others })
 }
 
 fn modelwatch(
@@ -116,6 +134,7 @@ fn modelwatch(
     let db = fresh("mw_bench");
     let (store, writer) = store(rt, url, &db).map_err(|e| format!("store: {e}"))?;
     let group = fresh("mw_bench_engine");
+    let others0 = others_cpu();
     let cpu0 = cpu_seconds();
     let mut progress = Progress::start();
     let engine = Engine::start(brokers, topic, &group, store.clone(), writer, rt);
@@ -128,12 +147,13 @@ fn modelwatch(
     }
     let report = engine.stop()?;
     let cpu_s = cpu_seconds() - cpu0;
+    let others = delta(others_cpu(), &others0);
     let sql = format!("DROP DATABASE IF EXISTS `{db}`");
     let _ = rt.block_on(store.client().query(&sql).execute());
     if report.records < n {
         return Err(format!("modelwatch consumed {} of {n} records", report.records));
     }
-    Ok(Phase { name: "modelwatch", records: report.records, progress, cpu_s })
+    Ok(Phase { name: "modelwatch", records: report.records, progress, cpu_s, others })
 }
 
 fn main() {

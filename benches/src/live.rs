@@ -168,6 +168,28 @@ pub fn cpu_seconds() -> f64 {
     (ticks(14) + ticks(15)) as f64 / 100.0
 }
 
+/// The CPU seconds (user + system) process `pid` used so far (0 when it cannot be read).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i - 3).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(14) + ticks(15)) as f64 / 100.0
+}
+
+/// Other processes to account CPU to, from `MODELWATCH_BENCH_WATCH_PIDS`
+/// (`name=pid,name=pid`, e.g. `broker=123,clickhouse=456`).
+pub fn watched_pids() -> Vec<(String, u32)> {
+    std::env::var("MODELWATCH_BENCH_WATCH_PIDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.trim().to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// The process's resident set (VmRSS) in KiB.
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
