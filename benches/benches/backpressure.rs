@@ -106,7 +106,8 @@ fn main() {
         .spawn()
         .unwrap_or_else(|e| panic!("producer: {e}"));
     let rss_before = rss_kib();
-    let engine = Engine::start(&svc.brokers, &topic, &fresh("mw_bench_bp"), store, writer, &rt);
+    let engine =
+        Engine::start(&svc.brokers, &topic, &fresh("mw_bench_bp"), store, Some(writer), &rt);
     println!(
         "producing {count} records at {rate:.0}/s into {topic}; ClickHouse at {}; RSS before \
          the engine {:.1} MiB",

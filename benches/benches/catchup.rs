@@ -24,7 +24,8 @@
 //! set -a; source ~/.cache/modelwatch/run/services.env; set +a
 //! cargo bench -p modelwatch-benches --bench catchup
 //! ```
-//! `MODELWATCH_BENCH_WATCH_PIDS=broker=PID,clickhouse=PID` also prints those processes' CPU
+//! `MODELWATCH_BENCH_SINK=null` gives the engine the null sink instead of ClickHouse (to see
+//! what the inserts cost). `MODELWATCH_BENCH_WATCH_PIDS=broker=PID,clickhouse=PID` also prints those processes' CPU
 //! seconds over each phase (on a small machine they compete with the engine for the cores).
 //! `MODELWATCH_BENCH_RECORDS` (default 500000) and `MODELWATCH_BENCH_ROUNDS` (default 2)
 //! change the size. The shared broker of `services.sh` stores in SQLite and takes minutes to
@@ -137,6 +138,8 @@ fn modelwatch(
     let others0 = others_cpu();
     let cpu0 = cpu_seconds();
     let mut progress = Progress::start();
+    let null = std::env::var("MODELWATCH_BENCH_SINK").as_deref() == Ok("null");
+    let writer = if null { None } else { Some(writer) };
     let engine = Engine::start(brokers, topic, &group, store.clone(), writer, rt);
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let mut seen = 0;

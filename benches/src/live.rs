@@ -13,8 +13,8 @@ use modelwatch_clickhouse::{Store, StoreConfig};
 use modelwatch_codec::Format;
 use modelwatch_core::CoreConfig;
 use modelwatch_engine::{
-    CanaryPair, ClickHouseSink, EngineError, EngineMetrics, EngineOptions, PipelineOptions,
-    RunReport,
+    CanaryPair, ClickHouseSink, EngineError, EngineMetrics, EngineOptions, NullSink,
+    PipelineOptions, RunReport,
 };
 use modelwatch_kafka::scenario::{FeatureConfig, MetricsConfig, ModelConfig, NumericDist};
 use modelwatch_kafka::{GenOptions, ScenarioConfig, SourceOptions};
@@ -292,13 +292,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts `modelwatch_engine::run` with the ClickHouse sink and the binary's defaults.
+    /// Starts `modelwatch_engine::run` with the binary's defaults and the ClickHouse sink over
+    /// `writer` (`None`: the null sink; the store is still read for state and checkpoints).
     pub fn start(
         brokers: &str,
         topic: &str,
         group: &str,
         store: Store,
-        writer: modelwatch_clickhouse::Writer,
+        writer: Option<modelwatch_clickhouse::Writer>,
         rt: &tokio::runtime::Runtime,
     ) -> Self {
         let metrics = Arc::new(Metrics::default());
@@ -311,13 +312,17 @@ impl Engine {
         };
         let source = SourceOptions::new(brokers, group, [topic]);
         let opts = EngineOptions::new(source, vec![topic.to_owned()], vec![], pipeline);
-        let sink = ClickHouseSink::new(writer, Arc::clone(&metrics.engine));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, m, h) = (Arc::clone(&stop), Arc::clone(&metrics.engine), rt.handle().clone());
-        let thread = std::thread::Builder::new()
-            .name("modelwatch-engine".into())
-            .spawn(move || modelwatch_engine::run(opts, store, sink, m, h, s))
-            .unwrap_or_else(|e| panic!("engine thread: {e}"));
+        let thread = std::thread::Builder::new().name("modelwatch-engine".into());
+        let thread = match writer {
+            Some(w) => {
+                let sink = ClickHouseSink::new(w, Arc::clone(&metrics.engine));
+                thread.spawn(move || modelwatch_engine::run(opts, store, sink, m, h, s))
+            }
+            None => thread.spawn(move || modelwatch_engine::run(opts, store, NullSink, m, h, s)),
+        }
+        .unwrap_or_else(|e| panic!("engine thread: {e}"));
         Self { stop, metrics, thread: Some(thread) }
     }
 
