@@ -77,6 +77,12 @@ fn main() {
         produce();
         return;
     }
+    // `cargo test --all-targets` runs harness-less benches without `--bench`: skip there (this
+    // takes a minute and loads the services).
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("note: the backpressure benchmark runs under `cargo bench` only");
+        return;
+    }
     let Some(svc) = services("backpressure") else { return };
     let rate: f64 = env_or("MODELWATCH_BENCH_RATE", 10_000.0);
     let healthy_s: f64 = env_or("MODELWATCH_BENCH_HEALTHY_S", 15.0);
