@@ -7,6 +7,8 @@
 
 use modelwatch_core::event::InferenceRecord;
 
+pub mod live;
+
 /// Numeric features per record.
 pub const NUMERIC_FEATURES: usize = 20;
 /// Categorical features per record.
