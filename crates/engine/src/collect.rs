@@ -10,7 +10,7 @@
 //! a version's metric events and inference logs may come from partitions owned by different
 //! instances, and each table then has exactly one writer per key.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use modelwatch_clickhouse::rows::{
     DriftScoreRow, MetricStatsRow, PaneBinsRow, PaneStatsRow, WindowStatsRow,
@@ -72,15 +72,19 @@ pub struct CanaryPair {
     pub canary: String,
 }
 
-/// Windows of one side of a pair kept until the other side's window with the same end closes.
-const PAIR_WINDOWS_KEPT: usize = 64;
+/// Windows of one side of a pair kept at most until the other side's window with the same end
+/// closes (a side far behind the other, in another partition, makes them pile up).
+const PAIR_WINDOWS_KEPT: usize = 4_096;
 
 #[derive(Debug)]
 struct PairState {
     pair: CanaryPair,
     reference: String,
-    /// (window end, is the canary's, flat bin counts).
-    pending: VecDeque<(i64, bool, Vec<u64>)>,
+    /// Per side (0: baseline, 1: canary): flat bin counts of windows waiting for the other
+    /// side's window with the same end, by end.
+    pending: [BTreeMap<i64, Vec<u64>>; 2],
+    /// Per side: the end of its last window (windows of one version close in end order).
+    last_end: [i64; 2],
 }
 
 /// The [`Output`] of the engine: rows for the sink.
@@ -107,7 +111,8 @@ impl Collector {
                 .map(|pair| PairState {
                     reference: format!("version:{}", pair.baseline),
                     pair,
-                    pending: VecDeque::new(),
+                    pending: [BTreeMap::new(), BTreeMap::new()],
+                    last_end: [i64::MIN; 2],
                 })
                 .collect(),
             written_at_ms: 0,
@@ -137,24 +142,33 @@ impl Collector {
             if st.pair.model != model {
                 continue;
             }
-            let is_canary = if st.pair.canary == version {
-                true
+            let side = if st.pair.canary == version {
+                1
             } else if st.pair.baseline == version {
-                false
+                0
             } else {
                 continue;
             };
-            let other = st.pending.iter().position(|(e, c, _)| *e == end && *c != is_canary);
-            let Some(i) = other else {
-                if st.pending.len() >= PAIR_WINDOWS_KEPT {
-                    st.pending.pop_front();
+            let other = 1 - side;
+            st.last_end[side] = end;
+            // The other side's windows before this end never find theirs (none was emitted).
+            while st.pending[other].first_key_value().is_some_and(|(e, _)| *e < end) {
+                st.pending[other].pop_first();
+            }
+            let Some(other_flat) = st.pending[other].remove(&end) else {
+                if st.last_end[other] < end {
+                    if st.pending[side].len() >= PAIR_WINDOWS_KEPT {
+                        st.pending[side].pop_first();
+                    }
+                    st.pending[side].insert(end, flat.to_vec());
                 }
-                st.pending.push_back((end, is_canary, flat.to_vec()));
                 continue;
             };
-            let Some((_, _, other)) = st.pending.remove(i) else { continue };
-            let (canary, baseline) =
-                if is_canary { (flat, other.as_slice()) } else { (other.as_slice(), flat) };
+            let (canary, baseline) = if side == 1 {
+                (flat, other_flat.as_slice())
+            } else {
+                (other_flat.as_slice(), flat)
+            };
             for (f, s) in drift_between(v, canary, baseline, w.epsilon()) {
                 let Some(s) = s else { continue };
                 self.rows.drift_scores.push(DriftScoreRow::new(
@@ -168,8 +182,6 @@ impl Collector {
                     self.written_at_ms,
                 ));
             }
-            // Older windows of this pair will never find their other side.
-            st.pending.retain(|(e, _, _)| *e > end);
         }
     }
 }
@@ -193,13 +205,14 @@ impl Output for Collector {
 
     fn window_closed(&mut self, w: &WindowView<'_>) {
         let v = w.view();
-        // Without requests a window has only metric events: no `window_stats` row, so an
-        // instance that owns a version's metric partition but not its inference partition never
-        // replaces the other instance's row.
-        if v.requests() > 0 {
-            self.rows.window_stats.push(WindowStatsRow::from_window(w, self.written_at_ms));
-        }
         self.rows.metric_stats.extend(MetricStatsRow::from_window(w, self.written_at_ms));
+        // Without requests a window has only metric events: no `window_stats` or drift rows,
+        // so an instance that owns a version's metric partition but not its inference partition
+        // never replaces the other instance's rows, and canary pairs match inference windows.
+        if v.requests() == 0 {
+            return;
+        }
+        self.rows.window_stats.push(WindowStatsRow::from_window(w, self.written_at_ms));
         for (f, s) in w.drift_vs_reference() {
             let Some(s) = s else { continue };
             self.rows.drift_scores.push(DriftScoreRow::new(
@@ -221,10 +234,14 @@ impl Output for Collector {
     fn key_evicted(&mut self, model: &str, version: &str) {
         self.evicted += 1;
         for st in &mut self.pairs {
-            let side = if st.pair.canary == version { Some(true) } else { None };
-            let side = side.or((st.pair.baseline == version).then_some(false));
-            if let (true, Some(c)) = (st.pair.model == model, side) {
-                st.pending.retain(|(_, is_canary, _)| *is_canary != c);
+            if st.pair.model != model {
+                continue;
+            }
+            for (side, v) in [(0, &st.pair.baseline), (1, &st.pair.canary)] {
+                if v == version {
+                    st.pending[side].clear();
+                    st.last_end[side] = i64::MIN;
+                }
             }
         }
     }

@@ -207,3 +207,29 @@ fn bad_records_are_rejected_with_their_reason() {
     assert_eq!(c.rejected, [1, 1, 1, 1, 0, 0]);
     assert_eq!(p.topics().topic(0).kind, TopicKind::Inference);
 }
+
+#[test]
+fn canary_drift_pairs_windows_released_in_bulk() {
+    // A registered partition without events holds every window back until it is idle; then
+    // hundreds of windows of both versions come out in one advance.
+    let mut p = pipeline();
+    p.assign(0, 0, None);
+    p.assign(0, 1, None);
+    p.assign(1, 0, None);
+    p.tick(0);
+    let (flushes, _) = feed(&mut p, 30_000, Encoding::Avro);
+    let before: usize = flushes.iter().map(|f| f.rows.window_stats.len()).sum();
+    assert_eq!(before, 0, "partition 1 of `inf` is not idle yet");
+    p.tick(500);
+    p.tick(5_000);
+    let f = p.take_flush(2);
+    let canary_windows = f.rows.window_stats.iter().filter(|w| w.version == "v42").count();
+    let paired = f
+        .rows
+        .drift_scores
+        .iter()
+        .filter(|d| d.reference == "version:v41" && d.feature == "amount")
+        .count();
+    assert!(canary_windows > 20, "{canary_windows}");
+    assert_eq!(paired, canary_windows, "every canary window is scored against its baseline's");
+}
