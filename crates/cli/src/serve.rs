@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use modelwatch_clickhouse::{Store, StoreConfig};
+use modelwatch_clickhouse::{RetryPolicy, Store, StoreConfig};
 use modelwatch_codec::{DirResolver, SchemaResolver};
 use modelwatch_engine::{
     CanaryPair, ClickHouseSink, EngineMetrics, EngineOptions, PipelineOptions,
@@ -24,6 +24,14 @@ pub fn store(config: &Config) -> anyhow::Result<Store> {
     store_config.user = Some(ch.user.clone());
     let password = ch.password.expose();
     store_config.password = (!password.is_empty()).then(|| password.to_owned());
+    // Few attempts inside one insert: the engine retries a failed flush forever with its own
+    // backoff, and an outage shows on /readyz and in the metrics within seconds, not after a
+    // long retry budget.
+    store_config.writer.retry = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    };
     Store::new(store_config).context("clickhouse settings")
 }
 

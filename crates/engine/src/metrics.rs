@@ -198,7 +198,8 @@ impl EngineMetrics {
         );
         r.register(
             "clickhouse_insert_failures",
-            "Failed ClickHouse insert attempts, per table",
+            "ClickHouse inserts that failed (after the writer's own retries) or needed retries, \
+             per table",
             self.insert_failures.clone(),
         );
     }
