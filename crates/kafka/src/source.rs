@@ -235,6 +235,8 @@ struct Ctx {
     closing: AtomicBool,
     /// Partitions revoked since the poll thread last looked (to drop their pending records).
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Set with `revoked` so the poll thread checks it without taking the lock per record.
+    revoked_any: AtomicBool,
     poll_errors: AtomicU64,
 }
 
@@ -267,6 +269,7 @@ impl ConsumerContext for Ctx {
                 }
                 if let Ok(mut r) = self.revoked.lock() {
                     r.extend(parts);
+                    self.revoked_any.store(true, Ordering::Release);
                 }
                 if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
             }
@@ -361,6 +364,7 @@ impl Source {
             revoke_timeout: opts.revoke_timeout,
             closing: AtomicBool::new(false),
             revoked: Mutex::new(Vec::new()),
+            revoked_any: AtomicBool::new(false),
             poll_errors: AtomicU64::new(0),
         };
         let consumer: BaseConsumer<Ctx> =
@@ -551,13 +555,18 @@ impl PollLoop {
                     break;
                 }
                 Some(Ok(m)) => {
-                    let topic = match self.topics.get(m.topic()) {
-                        Some(t) => Arc::clone(t),
-                        None => {
-                            let t: Arc<str> = Arc::from(m.topic());
-                            self.topics.insert(m.topic().to_owned(), Arc::clone(&t));
-                            t
-                        }
+                    // Records of one topic come in runs: compare with the previous one before
+                    // hashing the name.
+                    let topic = match pending.last() {
+                        Some(last) if *last.topic == *m.topic() => Arc::clone(&last.topic),
+                        _ => match self.topics.get(m.topic()) {
+                            Some(t) => Arc::clone(t),
+                            None => {
+                                let t: Arc<str> = Arc::from(m.topic());
+                                self.topics.insert(m.topic().to_owned(), Arc::clone(&t));
+                                t
+                            }
+                        },
                     };
                     pending.push(Record {
                         topic,
@@ -575,9 +584,16 @@ impl PollLoop {
 
     /// Drops pending records (and pauses) of partitions revoked during the last poll.
     fn drop_revoked(&mut self, pending: &mut Vec<Record>) {
-        let revoked = match self.consumer.context().revoked.lock() {
-            Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
-            _ => return,
+        let ctx = self.consumer.context();
+        if !ctx.revoked_any.load(Ordering::Acquire) {
+            return;
+        }
+        let revoked = match ctx.revoked.lock() {
+            Ok(mut r) => {
+                ctx.revoked_any.store(false, Ordering::Release);
+                std::mem::take(&mut *r)
+            }
+            Err(_) => return,
         };
         let gone: HashSet<(String, i32)> = revoked.into_iter().collect();
         pending.retain(|r| !gone.contains(&(r.topic.to_string(), r.partition)));
