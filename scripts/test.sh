@@ -29,11 +29,5 @@ trap 'deploy/local/services.sh down || true' EXIT
 echo "== deploy/local self test"
 deploy/local/selftest.sh
 
-# The suite runs on a broker with memory storage: tansu's SQLite engine slowed down and then
-# stopped answering under the suite's load here (350 MB of test topics, several clients).
-echo "== broker on memory storage for the test suite"
-deploy/local/broker-stop.sh
-MODELWATCH_BROKER_STORAGE=memory deploy/local/broker-start.sh
-
 echo "== cargo test"
 cargo test --workspace --all-features --locked
