@@ -41,7 +41,7 @@ table_row! {
             requests: u64 => "UInt64",
             /// Requests whose status is not `ok`.
             errors: u64 => "UInt64",
-            /// Status names (`ok` included), parallel to `status_counts`.
+            /// Status names (`ok` included), sorted, parallel to `status_counts`.
             status_names: Vec<String> => "Array(String)",
             /// Requests per status, parallel to `status_names`.
             status_counts: Vec<u64> => "Array(UInt64)",
@@ -83,7 +83,12 @@ impl PaneStatsRow {
     pub fn from_pane(pane: &PaneView<'_>, written_at_ms: u64) -> Self {
         let v = pane.view();
         let s = v.stats();
-        let (status_names, status_counts) = v.statuses().map(|(n, c)| (n.to_owned(), c)).unzip();
+        // By name: the order in which a process first met each status must not show in rows
+        // that a replay (another process) rewrites.
+        let mut statuses: Vec<(String, u64)> =
+            v.statuses().map(|(n, c)| (n.to_owned(), c)).collect();
+        statuses.sort_unstable();
+        let (status_names, status_counts) = statuses.into_iter().unzip();
         let (latency_bucket_us, latency_bucket_counts) = split_buckets(s.latency.iter());
         let (ttft_bucket_us, ttft_bucket_counts) = split_buckets(s.ttft.iter());
         Self {
