@@ -168,17 +168,36 @@ impl Setup {
     }
 
     /// The columns of `table` except the wall-clock ones (`written_at_ms` and the `written_at`
-    /// derived from it), in a stable (sorted) order.
+    /// derived from it): key columns first, then by name.
     pub(crate) fn columns(&self, table: &str) -> Vec<String> {
         let text = self.sql(&format!(
             "SELECT name FROM system.columns WHERE database = '{}' AND table = '{table}' \
              ORDER BY name FORMAT TabSeparated",
             self.database
         ));
-        text.lines()
+        // Key columns first, so that a diff reads as "which row", then the rest by name.
+        const KEYS: [&str; 12] = [
+            "model",
+            "version",
+            "name",
+            "reference",
+            "kind",
+            "feature",
+            "pane_start_ms",
+            "window_end_ms",
+            "source_partition",
+            "requests",
+            "count",
+            "samples",
+        ];
+        let rank = |c: &str| KEYS.iter().position(|k| *k == c).unwrap_or(KEYS.len());
+        let mut cols: Vec<String> = text
+            .lines()
             .filter(|c| !c.is_empty() && !matches!(*c, "written_at_ms" | "written_at"))
             .map(str::to_owned)
-            .collect()
+            .collect();
+        cols.sort_by_key(|c| rank(c));
+        cols
     }
 
     /// A fingerprint of what is written: per table, the row count after FINAL and the
