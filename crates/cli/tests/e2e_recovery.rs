@@ -183,6 +183,24 @@ fn wait_settled(setup: &Setup, inst: &Instance, requests: u64, timeout: Duration
     }
 }
 
+/// What an instance did, for the log of a failure: records consumed, events skipped before
+/// a checkpoint's cutoff, events rejected per reason (late ones tell of idleness closing panes
+/// early), checkpoints.
+fn flow(name: &str, inst: &Instance) -> String {
+    let text = inst.get("/metrics").unwrap_or_default();
+    let rejected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("modelwatch_events_rejected_total{"))
+        .filter_map(|l| l.split("reason=").nth(1))
+        .collect();
+    format!(
+        "{name}: consumed {}, skipped {}, checkpoints {}, rejected {rejected:?}",
+        inst.metric("modelwatch_records_consumed_total"),
+        inst.metric("modelwatch_events_skipped_total"),
+        inst.metric("modelwatch_checkpoints_total"),
+    )
+}
+
 fn assert_same_tables(a: &Setup, b: &Setup, tables: &[&str], what: &str) {
     if let Some(diff) = compare_tables(a, b, tables) {
         panic!("{what}: the tables of {} (B) differ from {} (A):\n{diff}", b.database, a.database);
@@ -194,6 +212,7 @@ fn reference_run(a: &Setup, name: &str, requests: u64) {
     let port = free_port();
     let mw = Instance::start(name, &a.config(port, EXTRA), port);
     let total = wait_settled(a, &mw, requests, Duration::from_secs(120));
+    eprintln!("{}", flow("A", &mw));
     assert_eq!(total, requests, "the reference run did not count every request");
     let st = mw.stop();
     assert!(st.success(), "reference run exit status {st:?}");
@@ -236,6 +255,7 @@ fn kill_9_after_checkpoints_then_restart_rewrites_identical_rows() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    eprintln!("{}", flow("B1 before the kill", &b1));
     let pid = b1.pid().unwrap();
     b1.kill();
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still exists");
@@ -250,7 +270,7 @@ fn kill_9_after_checkpoints_then_restart_rewrites_identical_rows() {
     let requests = report.inference_messages;
     let total_b = wait_settled(&b, &b2, requests, Duration::from_secs(150));
     let (consumed_b2, skipped) = (consumed(&b2), b2.metric("modelwatch_events_skipped_total"));
-    eprintln!("B restarted: consumed {consumed_b2}, skipped {skipped}; {total_b} requests");
+    eprintln!("B restarted: {total_b} requests; {}", flow("B2", &b2));
     let st = b2.stop();
     assert!(st.success(), "B exit status {st:?}");
 
@@ -400,6 +420,7 @@ fn second_instance_joining_mid_stream_writes_the_same_rows() {
     );
     assert!(b1.log().contains("partitions revoked"), "B1 never saw a rebalance");
     assert!(c2 > 0.0, "B2 consumed nothing: it was not given a partition with data");
+    eprintln!("{}\n{}", flow("B1", &b1), flow("B2", &b2));
     let (s1, s2) = (b1.stop(), b2.stop());
     assert!(s1.success() && s2.success(), "exit statuses {s1:?} {s2:?}");
 
