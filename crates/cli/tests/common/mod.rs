@@ -148,6 +148,179 @@ impl Setup {
     pub(crate) fn sql(&self, query: &str) -> String {
         sql(&self.services.clickhouse, &query.replace("{db}", &self.database))
     }
+
+    /// The same topics with a fresh consumer group and database (a second run over the same
+    /// input).
+    pub(crate) fn sibling(&self, name: &str) -> Self {
+        let base = fresh(name);
+        Self { group: format!("{base}_g"), database: format!("{base}_db"), ..self.clone() }
+    }
+
+    /// Every row of `table` read with FINAL, every column but the wall-clock ones, as sorted
+    /// TSV lines (columns in the order `columns` gives; see [`Setup::columns`]).
+    pub(crate) fn dump(&self, table: &str, columns: &[String]) -> Vec<String> {
+        let cols = columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+        let text =
+            self.sql(&format!("SELECT {cols} FROM {{db}}.`{table}` FINAL FORMAT TabSeparated"));
+        let mut rows: Vec<String> = text.lines().map(str::to_owned).collect();
+        rows.sort();
+        rows
+    }
+
+    /// The columns of `table` except the wall-clock ones (`written_at_ms` and the `written_at`
+    /// derived from it): key columns first, then by name.
+    pub(crate) fn columns(&self, table: &str) -> Vec<String> {
+        let text = self.sql(&format!(
+            "SELECT name FROM system.columns WHERE database = '{}' AND table = '{table}' \
+             ORDER BY name FORMAT TabSeparated",
+            self.database
+        ));
+        // Key columns first, so that a diff reads as "which row", then the rest by name.
+        const KEYS: [&str; 12] = [
+            "model",
+            "version",
+            "name",
+            "reference",
+            "kind",
+            "feature",
+            "pane_start_ms",
+            "window_end_ms",
+            "source_partition",
+            "requests",
+            "count",
+            "samples",
+        ];
+        let rank = |c: &str| KEYS.iter().position(|k| *k == c).unwrap_or(KEYS.len());
+        let mut cols: Vec<String> = text
+            .lines()
+            .filter(|c| !c.is_empty() && !matches!(*c, "written_at_ms" | "written_at"))
+            .map(str::to_owned)
+            .collect();
+        cols.sort_by_key(|c| rank(c));
+        cols
+    }
+
+    /// A fingerprint of what is written: per table, the row count after FINAL and the
+    /// latest `written_at_ms`. Unchanged over a few seconds: nothing is being written.
+    pub(crate) fn fingerprint(&self, tables: &[&str]) -> String {
+        tables
+            .iter()
+            .map(|t| {
+                self.sql(&format!(
+                    "SELECT (SELECT count() FROM {{db}}.`{t}` FINAL), \
+                     (SELECT max(written_at_ms) FROM {{db}}.`{t}`)"
+                ))
+                .trim()
+                .to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+/// Compares the dumps of `tables` (see [`Setup::dump`]) of two runs; `None` when identical,
+/// otherwise a report with the first differing rows of each table.
+pub(crate) fn compare_tables(a: &Setup, b: &Setup, tables: &[&str]) -> Option<String> {
+    use std::collections::BTreeSet;
+    let mut report = String::new();
+    for t in tables {
+        let cols = a.columns(t);
+        let (ra, rb) = (a.dump(t, &cols), b.dump(t, &cols));
+        if ra == rb {
+            continue;
+        }
+        let (sa, sb): (BTreeSet<&String>, BTreeSet<&String>) =
+            (ra.iter().collect(), rb.iter().collect());
+        let only_a: Vec<&&String> = sa.difference(&sb).collect();
+        let only_b: Vec<&&String> = sb.difference(&sa).collect();
+        report.push_str(&format!(
+            "table {t}: {} rows in A, {} in B; {} only in A, {} only in B\ncolumns: {}\n",
+            ra.len(),
+            rb.len(),
+            only_a.len(),
+            only_b.len(),
+            cols.join("\t")
+        ));
+        let cut = |r: &str| r.chars().take(400).collect::<String>();
+        for r in only_a.iter().take(5) {
+            report.push_str(&format!("  A only: {}\n", cut(r)));
+        }
+        for r in only_b.iter().take(5) {
+            report.push_str(&format!("  B only: {}\n", cut(r)));
+        }
+    }
+    (!report.is_empty()).then_some(report)
+}
+
+/// A ClickHouse server of a test's own (its own data directory and loopback ports), started
+/// and stopped by deploy/local/clickhouse-start.sh and clickhouse-stop.sh, as the clickhouse
+/// crate's restart test does.
+#[derive(Debug)]
+pub(crate) struct PrivateClickHouse {
+    /// Its data directory.
+    pub(crate) dir: PathBuf,
+    /// Its HTTP port.
+    pub(crate) http_port: u16,
+    tcp_port: u16,
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local").join(name)
+}
+
+impl PrivateClickHouse {
+    /// Whether `clickhouse-server` is installed here.
+    pub(crate) fn available() -> bool {
+        Command::new("sh")
+            .args(["-c", "command -v clickhouse-server || test -x /usr/sbin/clickhouse-server"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// A server (not started yet) on free ports, with a fresh data directory.
+    pub(crate) fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(fresh(&format!("mw-ch-{name}")));
+        Self { dir, http_port: free_port(), tcp_port: free_port() }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts it; returns once `/ping` answers.
+    pub(crate) fn start(&self) {
+        let status = Command::new(script("clickhouse-start.sh"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--http-port", &self.http_port.to_string()])
+            .args(["--tcp-port", &self.tcp_port.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "clickhouse-start.sh failed for {:?}", self.dir);
+    }
+
+    /// Stops it (SIGTERM, as an operator would) and waits for the exit.
+    pub(crate) fn stop(&self) {
+        let status = Command::new(script("clickhouse-stop.sh"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "clickhouse-stop.sh failed for {:?}", self.dir);
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        let _ = Command::new(script("clickhouse-stop.sh")).arg("--dir").arg(&self.dir).status();
+        // Keep the logs of a failed test.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// A `modelwatch run` child process.
@@ -180,6 +353,11 @@ impl Instance {
         let me = Self { child: Some(child), http: format!("http://127.0.0.1:{http_port}"), log };
         me.wait_until("/healthz answers", Duration::from_secs(60), |i| i.get("/healthz").is_some());
         me
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The body of a GET, `None` when it fails or answers an error status.
