@@ -355,11 +355,6 @@ impl Instance {
         me
     }
 
-    /// The process id.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// The body of a GET, `None` when it fails or answers an error status.
     pub(crate) fn get(&self, path: &str) -> Option<String> {
         let mut resp = ureq::get(&format!("{}{path}", self.http)).call().ok()?;
