@@ -45,6 +45,10 @@ pub fn engine_options(config: &Config) -> anyhow::Result<EngineOptions> {
         config::OffsetReset::Latest => OffsetReset::Latest,
     };
     source.properties = k.properties.clone();
+    // A revocation must be acknowledged before the group gives up on this member.
+    if let Some(ms) = k.properties.get("max.poll.interval.ms").and_then(|v| v.parse::<u64>().ok()) {
+        source.revoke_timeout = source.revoke_timeout.min(Duration::from_millis(ms * 4 / 5));
+    }
     let resolver: Option<Arc<dyn SchemaResolver>> = match (&k.schema_registry_url, &k.schema_dir) {
         (Some(url), _) => Some(Arc::new(modelwatch_codec::RegistryResolver::new(
             url.as_str(),

@@ -30,11 +30,12 @@ const TABLES: [&str; 5] =
 
 /// Drift against a short pinned reference period and a canary against its baseline, so
 /// drift_scores holds both `period` and `version:` references.
-/// A short consumer session, so a killed member leaves the group in seconds.
+/// A short consumer session and rebalance timeout (`max.poll.interval.ms`, which the broker
+/// waits for members to rejoin), so a killed member leaves the group in seconds.
 const EXTRA: &str = "[drift]\nedge_samples = 500\nreference_period = \"1m\"\n\n\
                      [[canary]]\nmodel = \"fraud-detector\"\nbaseline = \"v41\"\ncanary = \"v42\"\n\n\
                      [kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\
-                     \"heartbeat.interval.ms\" = \"1000\"\n";
+                     \"heartbeat.interval.ms\" = \"1000\"\n\"max.poll.interval.ms\" = \"15000\"\n";
 
 /// The windows of `Setup::config`.
 const WINDOW_MS: i64 = 30_000;
