@@ -23,13 +23,63 @@ pub(crate) struct Services {
     pub(crate) brokers: String,
     /// ClickHouse HTTP URL.
     pub(crate) clickhouse: String,
+    /// The test's own broker, stopped when the last clone is dropped.
+    pub(crate) _broker: Option<std::sync::Arc<PrivateBroker>>,
 }
 
-/// The services, or `None` (with a note) outside CI when they are not configured.
+/// A tansu broker of one test, on a fresh SQLite database in a temporary directory and a free
+/// port: tansu's SQLite engine slows down as data piles up (and stalled under the whole suite's
+/// load on one shared broker), so every end-to-end test gets a small one of its own.
+#[derive(Debug)]
+pub(crate) struct PrivateBroker {
+    dir: PathBuf,
+}
+
+impl PrivateBroker {
+    fn script(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local").join(name)
+    }
+
+    /// Starts one; the bootstrap address.
+    fn start(name: &str) -> (Self, String) {
+        let dir = std::env::temp_dir().join(fresh(&format!("mw-broker-{name}")));
+        let port = free_port().to_string();
+        let out = Command::new(Self::script("broker-start.sh"))
+            .args(["--dir", dir.to_str().unwrap(), "--port", &port])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run broker-start.sh");
+        assert!(out.status.success(), "private broker did not start");
+        let addr = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (Self { dir }, addr)
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script("broker-stop.sh"))
+            .args(["--dir", self.dir.to_str().unwrap_or_default()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The services, or `None` (with a note) outside CI when they are not configured. With
+/// `MODELWATCH_TANSU_BIN` set (deploy/local/services.sh writes it), the test gets a private
+/// broker; otherwise it uses `MODELWATCH_TEST_BROKERS`.
 pub(crate) fn services(test: &str) -> Option<Services> {
     let get = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
     match (get("MODELWATCH_TEST_BROKERS"), get("MODELWATCH_TEST_CLICKHOUSE_URL")) {
-        (Some(brokers), Some(clickhouse)) => Some(Services { brokers, clickhouse }),
+        (Some(brokers), Some(clickhouse)) => {
+            if get("MODELWATCH_TANSU_BIN").is_some() {
+                let name: String = test.chars().filter(char::is_ascii_alphanumeric).collect();
+                let (broker, brokers) = PrivateBroker::start(&name);
+                let _broker = Some(std::sync::Arc::new(broker));
+                return Some(Services { brokers, clickhouse, _broker });
+            }
+            Some(Services { brokers, clickhouse, _broker: None })
+        }
         _ => {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
