@@ -469,6 +469,9 @@ impl Loop<'_> {
     }
 
     fn process(&mut self, records: &[Record]) {
+        // The resume callback may have run since the top of the loop: state and checkpoints
+        // go in before the first record of a new partition.
+        self.apply_assignments();
         let mut topic_cache: Option<(Arc<str>, u32)> = None;
         for r in records {
             let t = match &topic_cache {
