@@ -96,8 +96,6 @@ pub struct Collector {
     pub(crate) source_ids: Vec<u32>,
     pairs: Vec<PairState>,
     written_at_ms: u64,
-    /// Versions evicted since the last look.
-    pub(crate) evicted: u64,
 }
 
 impl Collector {
@@ -116,7 +114,6 @@ impl Collector {
                 })
                 .collect(),
             written_at_ms: 0,
-            evicted: 0,
         }
     }
 
@@ -232,7 +229,6 @@ impl Output for Collector {
     }
 
     fn key_evicted(&mut self, model: &str, version: &str) {
-        self.evicted += 1;
         for st in &mut self.pairs {
             if st.pair.model != model {
                 continue;

@@ -22,5 +22,5 @@ pub use collect::{CanaryPair, Rows};
 pub use metrics::EngineMetrics;
 pub use pipeline::{Flush, Input, Pipeline, PipelineOptions, RejectKind, Rejection};
 pub use run::{EngineError, EngineOptions, RunReport, run};
-pub use sink::{ClickHouseSink, CountingSink, NullSink, Sink, SinkError};
+pub use sink::{ClickHouseSink, NullSink, Sink, SinkError};
 pub use topics::{TopicKind, Topics};

@@ -1,4 +1,4 @@
-//! Where flushes go: ClickHouse in production, memory or nowhere in tests and benchmarks.
+//! Where flushes go: ClickHouse in production, nowhere in benchmarks.
 //!
 //! A sink writes a whole [`Flush`] or fails; the run loop retries a failed flush (all of it:
 //! every table is a `ReplacingMergeTree` with deterministic keys, so rewriting rows already
@@ -6,7 +6,7 @@
 //! flush, checkpoint rows go last, after the rows and state they cover.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use modelwatch_clickhouse::schema::Table;
@@ -38,22 +38,6 @@ pub struct NullSink;
 
 impl Sink for NullSink {
     async fn write(&mut self, _flush: &Flush) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-/// Keeps every flush's row count (tests of the run loop without ClickHouse).
-#[derive(Debug, Default, Clone)]
-pub struct CountingSink {
-    /// (flush seq, rows) per written flush.
-    pub written: Arc<Mutex<Vec<(u64, usize)>>>,
-}
-
-impl Sink for CountingSink {
-    async fn write(&mut self, flush: &Flush) -> Result<(), SinkError> {
-        if let Ok(mut w) = self.written.lock() {
-            w.push((flush.seq, flush.row_count()));
-        }
         Ok(())
     }
 }
