@@ -579,11 +579,10 @@ impl Loop<'_> {
                 .iter()
                 .map(|c| (&*c.topic, c.partition, c.checkpoint.resume_offset))
                 .collect();
-            // The checkpoint is durable; the Kafka offset only serves lag monitoring, so the
-            // engine does not wait for the broker's answer.
             if !offsets.is_empty()
-                && let Err(e) = self.source.commit_async(&offsets)
+                && let Err(e) = self.source.commit(&offsets)
             {
+                // The checkpoint is durable; the Kafka offset only serves lag monitoring.
                 tracing::warn!(error = %e, "offset commit failed");
             }
             self.pipeline.release(&commits);

@@ -417,18 +417,6 @@ impl Source {
         self.consumer.commit(&tpl, CommitMode::Sync).map_err(SourceError::Commit)
     }
 
-    /// Like [`Source::commit`] but without waiting for the broker's answer (for offsets that
-    /// only serve lag monitoring, when the truth is elsewhere): a failure shows in
-    /// [`Source::poll_errors`] only if librdkafka reports it, and the next commit supersedes it.
-    pub fn commit_async(&self, offsets: &[(&str, i32, i64)]) -> Result<(), SourceError> {
-        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-        for &(topic, partition, offset) in offsets {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-                .map_err(SourceError::Commit)?;
-        }
-        self.consumer.commit(&tpl, CommitMode::Async).map_err(SourceError::Commit)
-    }
-
     /// Stops fetching the given partitions; the consumer keeps polling, so it stays in its group.
     pub fn pause(&self, partitions: &[(&str, i32)]) -> Result<(), SourceError> {
         self.command(Command::Pause(partition_list(partitions)))
