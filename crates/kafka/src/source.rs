@@ -23,6 +23,10 @@
 //!   A caller that stops reading the channel without pausing stops the poll loop, and the group
 //!   drops the consumer after `max.poll.interval.ms`.
 //!
+//! The high watermark of every assigned partition, as the last fetch response reported it, comes
+//! from librdkafka's statistics (every second, no extra request): [`Source::high_watermark`]
+//! tells a partition that is behind (records wait in the broker) from one that is quiet.
+//!
 //! The poll loop runs on its own std thread; every [`Source`] method is blocking and is meant for
 //! a blocking thread, not an async task.
 
@@ -38,7 +42,7 @@ use std::{
 };
 
 use rdkafka::{
-    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
+    ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol},
     error::KafkaError,
     types::RDKafkaRespErr,
@@ -186,7 +190,8 @@ impl SourceOptions {
             .set("fetch.wait.max.ms", "100")
             .set("fetch.max.bytes", self.fetch_max_bytes.to_string())
             .set("max.partition.fetch.bytes", self.max_partition_fetch_bytes.to_string())
-            .set("queued.max.messages.kbytes", self.queued_max_kbytes.max(1).to_string());
+            .set("queued.max.messages.kbytes", self.queued_max_kbytes.max(1).to_string())
+            .set("statistics.interval.ms", "1000");
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -240,9 +245,29 @@ struct Ctx {
     /// Set with `revoked` so the poll thread checks it without taking the lock per record.
     revoked_any: AtomicBool,
     poll_errors: AtomicU64,
+    /// High watermarks by topic and partition, from the statistics.
+    high_watermarks: Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// Keeps each partition's high watermark (librdkafka's `hi_offset`: what the last fetch
+    /// response or offset lookup said; -1 when unknown).
+    fn stats(&self, statistics: Statistics) {
+        let Ok(mut map) = self.high_watermarks.lock() else { return };
+        map.clear();
+        for (name, topic) in statistics.topics {
+            let parts: HashMap<i32, i64> = topic
+                .partitions
+                .into_iter()
+                .filter(|(p, s)| *p >= 0 && s.hi_offset >= 0)
+                .map(|(p, s)| (p, s.hi_offset))
+                .collect();
+            if !parts.is_empty() {
+                map.insert(name, parts);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(
@@ -311,6 +336,7 @@ enum Command {
 /// A running consumer-group source; see the module docs for the contract.
 pub struct Source {
     consumer: Arc<BaseConsumer<Ctx>>,
+    probe: WatermarkProbe,
     events: Receiver<SourceEvent>,
     commands: SyncSender<(Command, SyncSender<Result<(), KafkaError>>)>,
     stop: Arc<AtomicBool>,
@@ -324,9 +350,13 @@ impl std::fmt::Debug for Source {
 }
 
 /// Asks the brokers for partitions' low and high watermarks; see [`Source::watermark_probe`].
+///
+/// It is a client of its own, with its own connections: a lookup that times out makes
+/// librdkafka drop the connection it was sent on, and on the consumer's connection that would
+/// abandon an in-flight fetch (and, on a slow broker, every fetch after it).
 #[derive(Clone)]
 pub struct WatermarkProbe {
-    consumer: Arc<BaseConsumer<Ctx>>,
+    consumer: Arc<BaseConsumer>,
 }
 
 impl std::fmt::Debug for WatermarkProbe {
@@ -368,9 +398,16 @@ impl Source {
             revoked: Mutex::new(Vec::new()),
             revoked_any: AtomicBool::new(false),
             poll_errors: AtomicU64::new(0),
+            high_watermarks: Mutex::new(HashMap::new()),
         };
         let consumer: BaseConsumer<Ctx> =
             opts.client_config().create_with_context(ctx).map_err(SourceError::Create)?;
+        // Never subscribed: it joins no group, it only looks offsets up.
+        let mut probe_config = opts.client_config();
+        probe_config.set("statistics.interval.ms", "0");
+        let probe = WatermarkProbe {
+            consumer: Arc::new(probe_config.create().map_err(SourceError::Create)?),
+        };
         let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(SourceError::Subscribe)?;
         let consumer = Arc::new(consumer);
@@ -389,7 +426,7 @@ impl Source {
             .name("modelwatch-kafka-poll".into())
             .spawn(move || poll.run())
             .map_err(|_| SourceError::Stopped)?;
-        Ok(Self { consumer, events, commands, stop, thread: Some(thread) })
+        Ok(Self { consumer, probe, events, commands, stop, thread: Some(thread) })
     }
 
     /// The events, in order: read them from one thread.
@@ -436,7 +473,15 @@ impl Source {
     /// A handle that asks the brokers for partitions' end offsets (for lag), usable from
     /// another thread while this source runs.
     pub fn watermark_probe(&self) -> WatermarkProbe {
-        WatermarkProbe { consumer: Arc::clone(&self.consumer) }
+        self.probe.clone()
+    }
+
+    /// The high watermark of a partition (the offset after its last record) as the broker last
+    /// reported it in a fetch response, refreshed every `statistics.interval.ms` (1 s) without
+    /// a request of its own: cheap enough to ask on every tick. `None` until known.
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let map = self.consumer.context().high_watermarks.lock().ok()?;
+        map.get(topic)?.get(&partition).copied()
     }
 
     /// Poll and rebalance errors seen so far (librdkafka retries them itself).
