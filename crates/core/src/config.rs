@@ -31,6 +31,17 @@ pub enum ConfigError {
         /// The slide.
         slide: Duration,
     },
+    /// The backlog idle timeout is shorter than the idle timeout.
+    #[error(
+        "`windows.backlog_idle_timeout` ({backlog_idle_timeout:?}) must be at least \
+         `windows.idle_timeout` ({idle_timeout:?})"
+    )]
+    BacklogIdleBelowIdle {
+        /// The backlog idle timeout.
+        backlog_idle_timeout: Duration,
+        /// The idle timeout.
+        idle_timeout: Duration,
+    },
     /// The window holds too many panes to keep in memory per version.
     #[error("`windows.window` / `windows.slide` is {panes} panes; at most {max} are supported")]
     TooManyPanes {
@@ -85,6 +96,7 @@ pub struct WindowSpec {
     lateness_ms: i64,
     max_future_skew_ms: i64,
     idle_timeout_ms: i64,
+    backlog_idle_timeout_ms: i64,
 }
 
 impl WindowSpec {
@@ -98,6 +110,9 @@ impl WindowSpec {
     pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(60);
     /// Default wall-clock silence after which a partition counts as idle: 30 seconds.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default wall-clock silence after which a partition with a known backlog (records the
+    /// broker holds that were not read yet) counts as idle all the same: 2 minutes.
+    pub const DEFAULT_BACKLOG_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
     /// Checks and builds a window specification.
     pub fn new(
@@ -119,7 +134,31 @@ impl WindowSpec {
         if panes > MAX_PANES_PER_WINDOW {
             return Err(ConfigError::TooManyPanes { panes, max: MAX_PANES_PER_WINDOW });
         }
-        Ok(Self { window_ms, slide_ms, lateness_ms, max_future_skew_ms, idle_timeout_ms })
+        let backlog_idle_timeout_ms =
+            idle_timeout_ms.max(Self::DEFAULT_BACKLOG_IDLE_TIMEOUT.as_millis() as i64);
+        Ok(Self {
+            window_ms,
+            slide_ms,
+            lateness_ms,
+            max_future_skew_ms,
+            idle_timeout_ms,
+            backlog_idle_timeout_ms,
+        })
+    }
+
+    /// The same specification with another backlog idle timeout: the wall-clock silence after
+    /// which a partition counts as idle although the broker holds records of it that were not
+    /// read yet (its silence is then the broker's or the consumer's delay, not a quiet
+    /// shipper's). It must be at least `idle_timeout`.
+    pub fn with_backlog_idle_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        let ms = millis("windows.backlog_idle_timeout", timeout, false)?;
+        if ms < self.idle_timeout_ms {
+            return Err(ConfigError::BacklogIdleBelowIdle {
+                backlog_idle_timeout: timeout,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms as u64),
+            });
+        }
+        Ok(Self { backlog_idle_timeout_ms: ms, ..self })
     }
 
     /// Window length in milliseconds.
@@ -141,6 +180,11 @@ impl WindowSpec {
     /// Wall-clock silence after which a partition is idle, in milliseconds.
     pub fn idle_timeout_ms(&self) -> i64 {
         self.idle_timeout_ms
+    }
+    /// Wall-clock silence after which a partition with a known backlog is idle, in
+    /// milliseconds.
+    pub fn backlog_idle_timeout_ms(&self) -> i64 {
+        self.backlog_idle_timeout_ms
     }
     /// Panes in one window.
     pub fn panes_per_window(&self) -> i64 {
@@ -168,6 +212,7 @@ impl Default for WindowSpec {
             lateness_ms: Self::DEFAULT_ALLOWED_LATENESS.as_millis() as i64,
             max_future_skew_ms: Self::DEFAULT_MAX_FUTURE_SKEW.as_millis() as i64,
             idle_timeout_ms: Self::DEFAULT_IDLE_TIMEOUT.as_millis() as i64,
+            backlog_idle_timeout_ms: Self::DEFAULT_BACKLOG_IDLE_TIMEOUT.as_millis() as i64,
         }
     }
 }

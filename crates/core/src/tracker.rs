@@ -23,8 +23,10 @@
 //!   `idle_timeout` of wall time closes its panes as if its event time had kept pace with the wall
 //!   clock since its last event, so a quiet partition (or a stopped shipper) does not stall
 //!   windows; an idle partition (a registered one without any event included) no longer holds
-//!   back the windows of versions it does not carry. This is the one decision that depends on the wall clock and so may differ in a
-//!   replay.
+//!   back the windows of versions it does not carry. A partition whose records wait in the
+//!   broker ([`Tracker::set_backlog`]) is behind rather than quiet: it is idle only after
+//!   `backlog_idle_timeout` of silence. This is the one decision that depends on the wall
+//!   clock and so may differ in a replay.
 //! - **Replay.** At each flush the caller takes [`Tracker::checkpoint`] of every partition
 //!   (cutoff `C`, resume offset `R`, watermark `wm_R`; the formula is on that method), with
 //!   [`Tracker::reference_snapshots_as_of`] those cutoffs and [`Tracker::counter_series_as_of`]
@@ -297,6 +299,8 @@ struct PartitionState {
     events_since_tick: u64,
     last_active_wall_ms: Option<i64>,
     idle: bool,
+    /// The broker holds records of it that were not read yet (see [`Tracker::set_backlog`]).
+    backlog: bool,
     /// Assigned to this tracker (registered, restored or seen): holds every window back until
     /// its watermark passed them, or it is idle without ever having had an event.
     active: bool,
@@ -404,6 +408,18 @@ impl Tracker {
     pub fn watermark(&self, partition: u32) -> Option<i64> {
         let p = self.partitions.get(partition as usize)?;
         p.max_event_ms.map(|_| p.watermark(self.cfg.windows.lateness_ms()))
+    }
+
+    /// Tells whether the broker holds records of a partition that were not read yet (the
+    /// caller compares the partition's high watermark with its position). A silent partition
+    /// with a backlog is not quiet, it is behind (a slow broker or consumer): it counts as idle
+    /// only after `backlog_idle_timeout` instead of `idle_timeout`, so its panes are not
+    /// closed by wall clock while its records are still on their way. An unknown partition is
+    /// ignored.
+    pub fn set_backlog(&mut self, partition: u32, backlog: bool) {
+        if let Some(p) = self.partitions.get_mut(partition as usize) {
+            p.backlog = backlog;
+        }
     }
 
     /// Whether a partition was judged idle at the last tick.
@@ -808,15 +824,16 @@ impl Tracker {
             }
             let Some(last) = p.last_active_wall_ms else { continue };
             let quiet = now_wall_ms.saturating_sub(last);
+            let timeout = if p.backlog { w.backlog_idle_timeout_ms() } else { w.idle_timeout_ms() };
             let Some(max) = p.max_event_ms else {
-                // Assigned, never an event: after idle_timeout it no longer holds windows back.
-                if quiet >= w.idle_timeout_ms() && !p.idle {
+                // Assigned, never an event: after the timeout it no longer holds windows back.
+                if quiet >= timeout && !p.idle {
                     p.idle = true;
                     self.dirty = true;
                 }
                 continue;
             };
-            if quiet >= w.idle_timeout_ms() {
+            if quiet >= timeout {
                 p.idle = true;
                 let wm = max.saturating_add(quiet).saturating_sub(w.lateness_ms());
                 let through = wm.div_euclid(w.slide_ms()).saturating_mul(w.slide_ms());

@@ -226,6 +226,55 @@ fn idle_partition_does_not_stall_a_key_nor_the_others() {
 }
 
 #[test]
+fn a_silent_partition_with_a_backlog_is_behind_not_idle() {
+    // idle_timeout 30 s; backlog_idle_timeout 2 min.
+    let c = cfg(20, 10, 0);
+    let mut tr = Tracker::new(c);
+    let mut out = Collected::default();
+    let mut r = InferenceRecord::default();
+    // Partition 1 got one event of m1 and then nothing, but the broker holds more of it.
+    let mut e = ev(1_000, 3.0);
+    e.model = 1;
+    record(&mut r, &e);
+    tr.record_inference(Source { partition: 1, offset: 0, record_ts_ms: 2_000 }, &r);
+    tr.tick(0, &mut out);
+    tr.set_backlog(1, true);
+    for i in 0..100 {
+        record(&mut r, &ev(i * 1_000, 3.0));
+        tr.record_inference(Source { partition: 0, offset: i, record_ts_ms: i * 1_000 }, &r);
+    }
+    tr.tick(10_000, &mut out);
+    // 45 s of silence: idle without a backlog (see above), behind with one.
+    tr.tick(45_000, &mut out);
+    assert!(!tr.is_idle(1), "a partition with unread records is not idle after idle_timeout");
+    assert!(!out.panes.keys().any(|k| k.0 == "m1"), "its panes stay open");
+    assert!(!out.windows.keys().any(|k| k.0 == "m0"), "and it holds the windows back");
+    // Its next record (the broker was slow) is counted, not late.
+    record(&mut r, &e);
+    let a = tr.record_inference(Source { partition: 1, offset: 1, record_ts_ms: 2_000 }, &r);
+    assert_eq!(a, Admission::Recorded);
+    tr.tick(50_000, &mut out);
+    // Silent for backlog_idle_timeout (2 min) with the backlog unchanged: idle after all, so
+    // a broker that never delivers (or offsets that never arrive) cannot stall every window.
+    tr.tick(100_000, &mut out);
+    assert!(!tr.is_idle(1));
+    tr.tick(171_000, &mut out);
+    assert!(tr.is_idle(1));
+    assert!(out.windows.keys().any(|k| k.0 == "m0" && k.2 == 90_000));
+    assert_eq!(out.panes[&("m1".into(), "v0".into(), 1, 0)].0, 2);
+}
+
+#[test]
+fn a_backlog_idle_timeout_below_the_idle_timeout_is_refused() {
+    let s = Duration::from_secs;
+    let w = WindowSpec::new(s(20), s(10), s(0), s(60), s(30)).unwrap();
+    assert_eq!(w.backlog_idle_timeout_ms(), 120_000);
+    let e = w.with_backlog_idle_timeout(s(10)).unwrap_err().to_string();
+    assert!(e.contains("windows.backlog_idle_timeout"), "{e}");
+    assert_eq!(w.with_backlog_idle_timeout(s(30)).unwrap().backlog_idle_timeout_ms(), 30_000);
+}
+
+#[test]
 fn caps_count_and_drop() {
     let mut c = cfg(30, 10, 0);
     c.limits = Limits::new(2, 2, 200, Duration::from_secs(3600)).unwrap();

@@ -442,6 +442,24 @@ impl Pipeline {
         }
     }
 
+    /// Tells the trackers which assigned partitions have a backlog: `high(topic, partition)`
+    /// is the partition's last known high watermark (`None`: unknown). A partition whose
+    /// position is below it is behind, not quiet (see [`Tracker::set_backlog`]).
+    pub fn set_backlogs(&mut self, high: impl Fn(u32, i32) -> Option<i64>) {
+        for id in 0..self.parts.len() as u32 {
+            let p = &self.parts[id as usize];
+            if !p.assigned {
+                continue;
+            }
+            let (t, partition) = self.topics.partition_of(id);
+            let backlog = match (p.next_offset, high(t, partition)) {
+                (Some(next), Some(h)) => h > next,
+                _ => false,
+            };
+            self.tracker_of(id).set_backlog(id, backlog);
+        }
+    }
+
     /// Wall-clock tick: idleness, then closes what is due.
     pub fn tick(&mut self, now_ms: i64) {
         for t in &mut self.trackers {

@@ -131,6 +131,10 @@ struct Ack {
 /// The next offset of every assigned partition, for the lag sampler.
 type Positions = Arc<Mutex<Vec<(Arc<str>, i32, i64)>>>;
 
+/// The high watermark of every assigned partition as the lag sampler last read it, by
+/// (topic, partition): a partition whose position is below it has a backlog.
+type HighWatermarks = Arc<Mutex<HashMap<(Arc<str>, i32), i64>>>;
+
 /// Persisted state that outlives a window: layouts, references, counter series.
 type State = (Vec<(String, FrozenLayout)>, Vec<ReferenceSnapshot>, Vec<CounterSeries>);
 
@@ -258,10 +262,12 @@ pub fn run<S: Sink>(
     rt.spawn(sink_task(sink, flush_rx, ack_tx, Arc::clone(&metrics)));
 
     let positions: Positions = Arc::default();
+    let highs: HighWatermarks = Arc::default();
     let lag_stop = Arc::new(AtomicBool::new(false));
     let lag_thread = spawn_lag_sampler(
         source.watermark_probe(),
         Arc::clone(&positions),
+        Arc::clone(&highs),
         Arc::clone(&metrics),
         opts.lag_interval,
         Arc::clone(&lag_stop),
@@ -287,6 +293,8 @@ pub fn run<S: Sink>(
         dead_letters_pending: false,
         report: RunReport::default(),
         positions,
+        highs,
+        topic_names: topics.all().iter().map(|t| Arc::clone(&t.name)).collect(),
         last_publish: Instant::now(),
         last_several: Instant::now(),
         several_reported: 0,
@@ -338,6 +346,7 @@ async fn sink_task<S: Sink>(
 fn spawn_lag_sampler(
     probe: WatermarkProbe,
     positions: Positions,
+    highs: HighWatermarks,
     metrics: Arc<EngineMetrics>,
     every: Duration,
     stop: Arc<AtomicBool>,
@@ -357,14 +366,20 @@ fn spawn_lag_sampler(
                 for (t, p) in &known {
                     if !now.iter().any(|(t2, p2, _)| t2 == t && p2 == p) {
                         metrics.remove_lag(t, *p);
+                        if let Ok(mut h) = highs.lock() {
+                            h.remove(&(Arc::clone(t), *p));
+                        }
                     }
                 }
                 known = now.iter().map(|(t, p, _)| (Arc::clone(t), *p)).collect();
                 for (topic, partition, next_offset) in now {
                     if let Ok(high) =
-                        probe.high_watermark(&topic, partition, Duration::from_secs(2))
+                        probe.high_watermark(&topic, partition, Duration::from_secs(10))
                     {
                         metrics.set_lag(&topic, partition, (high - next_offset).max(0));
+                        if let Ok(mut h) = highs.lock() {
+                            h.insert((topic, partition), high);
+                        }
                     }
                 }
             }
@@ -390,6 +405,9 @@ struct Loop<'a> {
     dead_letters_pending: bool,
     report: RunReport,
     positions: Positions,
+    highs: HighWatermarks,
+    /// Topic names by topic index.
+    topic_names: Vec<Arc<str>>,
     last_publish: Instant,
     last_several: Instant,
     several_reported: usize,
@@ -427,6 +445,7 @@ impl Loop<'_> {
             if !self.paused && last_tick.elapsed() >= self.opts.tick_interval {
                 last_tick = Instant::now();
                 let active_now = wall_ms() - self.paused_total.as_millis() as i64;
+                self.judge_backlogs();
                 self.pipeline.tick(active_now);
             }
             self.take_acks(false)?;
@@ -518,6 +537,21 @@ impl Loop<'_> {
                 }
             }
         }
+    }
+
+    /// Marks the partitions whose records wait in the broker, so that idleness does not take
+    /// a slow broker for a quiet shipper: the high watermark is the larger of the last fetch
+    /// response's (librdkafka statistics, every second) and the lag sampler's.
+    fn judge_backlogs(&mut self) {
+        let names = &self.topic_names;
+        let source = self.source;
+        let sampled = self.highs.lock().ok();
+        self.pipeline.set_backlogs(|t, p| {
+            let name = names.get(t as usize)?;
+            let fetched = source.high_watermark(name, p);
+            let probed = sampled.as_ref().and_then(|h| h.get(&(Arc::clone(name), p)).copied());
+            fetched.max(probed)
+        });
     }
 
     fn flush_due(&self) -> bool {
@@ -655,6 +689,15 @@ impl Loop<'_> {
         }
         if self.last_several.elapsed() >= Duration::from_secs(10) {
             self.last_several = Instant::now();
+            tracing::debug!(
+                records = self.report.records,
+                flushes = self.report.flushes,
+                in_flight = self.in_flight,
+                paused = self.paused,
+                pending_rows = p.pending_rows(),
+                positions = ?p.positions(),
+                "progress"
+            );
             let keys = p.keys_in_several_partitions();
             self.metrics.set_several_partitions(&keys);
             if keys.len() != self.several_reported {

@@ -149,6 +149,12 @@ pub struct WindowsSection {
     /// Wall-clock silence after which a partition no longer holds back the watermark.
     #[serde(default = "default_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
+    /// Wall-clock silence after which a partition that still has unread records in the broker
+    /// (its high watermark, sampled every few seconds, is above its position) no longer holds
+    /// back the watermark: its silence is a slow broker or consumer, not a quiet shipper, and
+    /// closing its panes early would make its records late. At least `idle_timeout`.
+    #[serde(default = "default_backlog_idle_timeout", with = "duration")]
+    pub backlog_idle_timeout: Duration,
 }
 
 /// `[drift]`: frozen bins and references of the drift scores.
@@ -298,6 +304,7 @@ impl Default for WindowsSection {
             allowed_lateness: default_allowed_lateness(),
             max_future_skew: default_max_future_skew(),
             idle_timeout: default_idle_timeout(),
+            backlog_idle_timeout: default_backlog_idle_timeout(),
         }
     }
 }
@@ -396,6 +403,9 @@ fn default_max_future_skew() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     WindowSpec::DEFAULT_IDLE_TIMEOUT
+}
+fn default_backlog_idle_timeout() -> Duration {
+    WindowSpec::DEFAULT_BACKLOG_IDLE_TIMEOUT
 }
 fn default_edge_samples() -> u32 {
     DriftSpec::DEFAULT_EDGE_SAMPLES

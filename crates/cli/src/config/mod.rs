@@ -262,13 +262,15 @@ impl fmt::Display for Summary<'_> {
         let w = &c.core.windows;
         writeln!(
             f,
-            "windows: {} every {} ({} panes); lateness {}; max future skew {}; idle timeout {}",
+            "windows: {} every {} ({} panes); lateness {}; max future skew {}; idle timeout {} \
+             ({} with a backlog)",
             ms(w.window_ms()),
             ms(w.slide_ms()),
             w.panes_per_window(),
             ms(w.lateness_ms()),
             ms(w.max_future_skew_ms()),
             ms(w.idle_timeout_ms()),
+            ms(w.backlog_idle_timeout_ms()),
         )?;
         let dr = &c.core.drift;
         writeln!(

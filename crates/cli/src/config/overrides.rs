@@ -55,6 +55,7 @@ pub const OVERRIDABLE: &[(&str, &str, KeyKind)] = &[
     ("windows", "allowed_lateness", KeyKind::Duration),
     ("windows", "max_future_skew", KeyKind::Duration),
     ("windows", "idle_timeout", KeyKind::Duration),
+    ("windows", "backlog_idle_timeout", KeyKind::Duration),
     ("drift", "edge_samples", KeyKind::Integer),
     ("drift", "reference_period", KeyKind::Duration),
     ("drift", "bins", KeyKind::Integer),

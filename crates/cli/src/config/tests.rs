@@ -132,6 +132,8 @@ fn every_bad_value_names_its_key() {
         (&[("windows.allowed_lateness", "5")], "`windows.allowed_lateness`: invalid type"),
         (&[("windows.max_future_skew", r#""1500us""#)], "`windows.max_future_skew`"),
         (&[("windows.idle_timeout", r#""0s""#)], "`windows.idle_timeout`"),
+        (&[("windows.backlog_idle_timeout", r#""10s""#)], "`windows.backlog_idle_timeout`"),
+        (&[("windows.idle_timeout", r#""5m""#)], "`windows.backlog_idle_timeout`"),
         (&[("drift.edge_samples", "-1")], "`drift.edge_samples`"),
         (&[("drift.edge_samples", "5")], "`drift.edge_samples`"),
         (&[("drift.bins", "1")], "`drift.bins`"),

@@ -46,7 +46,8 @@ impl ConfigFile {
                 w.allowed_lateness,
                 w.max_future_skew,
                 w.idle_timeout,
-            )?,
+            )?
+            .with_backlog_idle_timeout(w.backlog_idle_timeout)?,
             drift: DriftSpec::new(d.edge_samples, d.reference_period, d.bins, d.top_k, d.epsilon)?,
             limits: Limits::new(
                 l.max_models,
