@@ -507,9 +507,10 @@ fn input_not_keyed_by_model_is_counted_exactly_by_one_instance_and_reported() {
     let port = free_port();
     // A partition silent for idle_timeout (wall clock) stops holding back the windows of the
     // others: under a loaded machine a partition may deliver its first records seconds after
-    // the others, so idleness gets more room here than the harness's 1 s.
+    // the others, so idleness gets more room here than the harness's 5 s (the backlog idle
+    // timeout as the harness's, see Setup::config).
     let windows = "[windows]\nwindow = \"30s\"\nslide = \"5s\"\nallowed_lateness = \"2s\"\n\
-                   idle_timeout = \"10s\"\n";
+                   idle_timeout = \"10s\"\nbacklog_idle_timeout = \"5m\"\n";
     let mw = Instance::start("e2e_unkeyed", &setup.config(port, windows), port);
     let expected: u64 = truth.counts.values().map(|c| c.0).sum();
     let began = Instant::now();

@@ -1,5 +1,6 @@
 //! Counts the records of every partition of a topic with a plain rdkafka consumer, from the
 //! beginning until nothing arrives for 5 s. Usage: consume_count BROKERS TOPIC PARTITIONS
+//! [KEY=VALUE ...] (further librdkafka properties, e.g. modelwatch's fetch settings).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -10,12 +11,16 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (brokers, topic, n) = (&args[1], &args[2], args[3].parse::<i32>().unwrap());
-    let c: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", "consume-count")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    for kv in &args[4..] {
+        let (k, v) = kv.split_once('=').expect("KEY=VALUE");
+        config.set(k, v);
+    }
+    let c: BaseConsumer = config.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
         tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();

@@ -168,8 +168,10 @@ impl Setup {
     }
 
     /// A configuration for these names, listening on `http_port`, with test-friendly windows
-    /// (30 s windows of 5 s slides, 2 s lateness, 5 s idle timeout: a loaded machine can leave a busy partition without delivered records for a second) unless `extra` (appended
-    /// TOML sections) says otherwise.
+    /// unless `extra` (appended TOML sections) says otherwise: 30 s windows of 5 s slides, 2 s
+    /// lateness, 5 s idle timeout, and 5 min of backlog idle timeout (tansu serves one large
+    /// partition at a time and can starve the others for more than the default 2 minutes: a
+    /// starved partition with a known backlog must hold windows back, not close them).
     pub(crate) fn config(&self, http_port: u16, extra: &str) -> String {
         let mut text = format!(
             "[kafka]\nbrokers = [\"{b}\"]\ngroup_id = \"{g}\"\ninference_topics = [\"{i}\"]\n\
@@ -187,7 +189,7 @@ impl Setup {
         if !extra.contains("[windows]") {
             text.push_str(
                 "[windows]\nwindow = \"30s\"\nslide = \"5s\"\nallowed_lateness = \"2s\"\n\
-                 idle_timeout = \"5s\"\n\n",
+                 idle_timeout = \"5s\"\nbacklog_idle_timeout = \"5m\"\n\n",
             );
         }
         text.push_str(extra);
@@ -395,7 +397,8 @@ impl Instance {
         let child = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
             .args(["run", "--config", config.to_str().unwrap()])
             .env_clear()
-            .env("RUST_LOG", "info")
+            // MODELWATCH_TEST_LOG sets a more verbose filter for a run under investigation.
+            .env("RUST_LOG", std::env::var("MODELWATCH_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
@@ -456,7 +459,17 @@ impl Instance {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("timed out after {timeout:?} waiting for {what}; log:\n{}", self.log());
+        let metrics: String = self
+            .get("/metrics")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; metrics:\n{metrics}\nlog:\n{}",
+            self.log()
+        );
     }
 
     /// Whether the process still runs.
