@@ -174,6 +174,11 @@ pub struct FrozenLayout {
     pub layout: BinLayout,
     /// Event time of the value that completed the sample, in ms since the epoch.
     pub frozen_at_ms: i64,
+    /// The event that completed the sample: (tracker partition, offset). A replay restoring
+    /// the layout does not bin that partition's events up to it, as the first run did not
+    /// (they were edge samples), so it writes the same bins. `None`: unknown (bin everything).
+    #[serde(default)]
+    pub frozen_at: Option<(u32, i64)>,
 }
 
 /// Most distinct categorical values counted while collecting.
@@ -191,6 +196,10 @@ struct Slot {
     kind: FeatureKind,
     state: SlotState,
     frozen_at_ms: i64,
+    frozen_at: Option<(u32, i64)>,
+    /// Restored and not counting yet: events of the partition up to the offset were edge
+    /// samples in the run that froze the layout (see [`FrozenLayout::frozen_at`]).
+    pending: Option<(u32, i64)>,
 }
 
 impl Slot {
@@ -204,6 +213,8 @@ impl Slot {
                 seen: 0,
             },
             frozen_at_ms: 0,
+            frozen_at: None,
+            pending: None,
         }
     }
 }
@@ -342,8 +353,42 @@ impl ModelBins {
         if matches!(self.slots[slot as usize].state, SlotState::Frozen { .. }) {
             return false;
         }
-        self.freeze(slot, f.layout.clone(), f.frozen_at_ms);
+        // The range is taken now (restoring in freezing order gives every feature its range
+        // again); counting starts after the freezing event (see `pending`).
+        self.freeze(slot, f.layout.clone(), f.frozen_at_ms, f.frozen_at);
+        if f.frozen_at.is_some() {
+            self.hot[slot as usize].frozen = false;
+            self.slots[slot as usize].pending = f.frozen_at;
+        }
         true
+    }
+
+    /// The partition will be read again from an earlier offset (a replay in this process):
+    /// the layouts it froze wait for their freezing event again, as restored ones do.
+    pub(crate) fn rearm(&mut self, partition: u32) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if matches!(s.state, SlotState::Frozen { .. })
+                && let Some(at) = s.frozen_at.filter(|(p, _)| *p == partition)
+            {
+                s.pending = Some(at);
+                self.hot[i].frozen = false;
+            }
+        }
+    }
+
+    /// A restored slot waiting for its freezing event: `true` while `src` is at or before it
+    /// in the same partition (the value is not binned, as in the first run). Past it, or at
+    /// an event of another partition, the slot starts counting.
+    #[cold]
+    fn still_pending(&mut self, slot: u32, src: (u32, i64)) -> bool {
+        let s = &mut self.slots[slot as usize];
+        let Some((p, o)) = s.pending else { return false };
+        if src.0 == p && src.1 <= o {
+            return true;
+        }
+        s.pending = None;
+        self.hot[slot as usize].frozen = true;
+        false
     }
 
     fn slot_for(&mut self, name: &str, kind: FeatureKind, max_features: u32) -> Option<u32> {
@@ -368,7 +413,7 @@ impl ModelBins {
         Some(id)
     }
 
-    fn freeze(&mut self, slot: u32, layout: BinLayout, at_ms: i64) {
+    fn freeze(&mut self, slot: u32, layout: BinLayout, at_ms: i64, at: Option<(u32, i64)>) {
         let offset = self.total_bins;
         self.total_bins += layout.bin_count() as u32;
         let mut index = FxHashMap::default();
@@ -391,11 +436,20 @@ impl ModelBins {
         let s = &mut self.slots[slot as usize];
         s.state = SlotState::Frozen { layout, index, offset };
         s.frozen_at_ms = at_ms;
+        s.frozen_at = at;
     }
 
     /// Bins one numeric value of a slot: counts it (the hot path, inlined) or collects it.
     #[inline(always)]
-    fn numeric(&mut self, slot: u32, x: f64, bins: &mut BinCounts, spec: &DriftSpec, at_ms: i64) {
+    fn numeric(
+        &mut self,
+        slot: u32,
+        x: f64,
+        bins: &mut BinCounts,
+        spec: &DriftSpec,
+        at_ms: i64,
+        src: (u32, i64),
+    ) {
         let h = self.hot[slot as usize];
         if h.frozen && x.is_finite() {
             // Same rule as `BinLayout::numeric_bin`, on the packed copy of the layout.
@@ -409,16 +463,30 @@ impl ModelBins {
             };
             bins.incr(h.offset as usize + b, self.total_bins as usize);
         } else {
-            self.numeric_cold(slot, x, spec, at_ms);
+            self.numeric_cold(slot, x, bins, spec, at_ms, src);
         }
     }
 
     /// A non-finite value, or a feature still collecting its edge samples.
     #[cold]
     #[inline(never)]
-    fn numeric_cold(&mut self, slot: u32, x: f64, spec: &DriftSpec, at_ms: i64) {
+    fn numeric_cold(
+        &mut self,
+        slot: u32,
+        x: f64,
+        bins: &mut BinCounts,
+        spec: &DriftSpec,
+        at_ms: i64,
+        src: (u32, i64),
+    ) {
         if !x.is_finite() {
             self.drops.non_finite += 1;
+            return;
+        }
+        if self.slots[slot as usize].pending.is_some() {
+            if !self.still_pending(slot, src) {
+                self.numeric(slot, x, bins, spec, at_ms, src);
+            }
             return;
         }
         let s = &mut self.slots[slot as usize];
@@ -427,7 +495,7 @@ impl ModelBins {
             *seen += 1;
             if *seen >= spec.edge_samples() {
                 let layout = BinLayout::numeric_from_samples(numeric, spec.bins());
-                self.freeze(slot, layout, at_ms);
+                self.freeze(slot, layout, at_ms, Some(src));
             }
         }
     }
@@ -440,7 +508,11 @@ impl ModelBins {
         bins: &mut BinCounts,
         spec: &DriftSpec,
         at_ms: i64,
+        src: (u32, i64),
     ) {
+        if self.slots[slot as usize].pending.is_some() && self.still_pending(slot, src) {
+            return;
+        }
         let s = &mut self.slots[slot as usize];
         match &mut s.state {
             SlotState::Frozen { layout, index, offset } => {
@@ -459,7 +531,7 @@ impl ModelBins {
                         categorical.iter().map(|(k, &c)| (&**k, c)),
                         spec.top_k(),
                     );
-                    self.freeze(slot, layout, at_ms);
+                    self.freeze(slot, layout, at_ms, Some(src));
                 }
             }
         }
@@ -472,6 +544,7 @@ impl ModelBins {
         bins: &mut BinCounts,
         spec: &DriftSpec,
         max_features: u32,
+        src: (u32, i64),
     ) {
         let at = rec.event_time_ms;
         // A name repeated within one record counts once, its last value winning (as a map
@@ -496,7 +569,7 @@ impl ModelBins {
             if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
                 continue;
             }
-            self.numeric(slot, x, bins, spec, at);
+            self.numeric(slot, x, bins, spec, at, src);
         }
         for (i, (name, v)) in rec.categories().enumerate().rev() {
             let h = name_hash(name);
@@ -516,13 +589,13 @@ impl ModelBins {
             if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
                 continue;
             }
-            self.categorical(slot, v, bins, spec, at);
+            self.categorical(slot, v, bins, spec, at, src);
         }
         if let Some(p) = rec.prediction {
-            self.numeric(self.prediction, p, bins, spec, at);
+            self.numeric(self.prediction, p, bins, spec, at, src);
         }
         if let Some(l) = rec.predicted_label() {
-            self.categorical(self.label, l, bins, spec, at);
+            self.categorical(self.label, l, bins, spec, at, src);
         }
     }
 
@@ -559,6 +632,7 @@ impl ModelBins {
                         kind: s.kind,
                         layout: layout.clone(),
                         frozen_at_ms: s.frozen_at_ms,
+                        frozen_at: s.frozen_at,
                     },
                 )),
                 SlotState::Collecting { .. } => None,
@@ -650,7 +724,7 @@ mod tests {
             r.push_feature("x", f64::from(i));
             r.push_category("c", if i % 3 == 0 { "a" } else { "b" });
             r.prediction = Some(0.5);
-            m.record(&r, &mut bins, &spec, 10);
+            m.record(&r, &mut bins, &spec, 10, (0, 0));
         }
         assert!(m.is_frozen(FeatureKind::Numeric, "x"));
         assert!(m.is_frozen(FeatureKind::Categorical, "c"));
@@ -678,13 +752,13 @@ mod tests {
         for i in 0..10 {
             r.clear();
             r.push_feature("x", f64::from(i));
-            m.record(&r, &mut bins, &spec, 10);
+            m.record(&r, &mut bins, &spec, 10, (0, 0));
         }
         assert!(m.is_frozen(FeatureKind::Numeric, "x"));
         r.clear();
         r.push_feature("x", -100.0);
         r.push_feature("x", 100.0);
-        m.record(&r, &mut bins, &spec, 10);
+        m.record(&r, &mut bins, &spec, 10, (0, 0));
         let mut out = Vec::new();
         bins.drain_into(&mut out);
         // One count, in the overflow bin (100 > 9), none in the underflow bin.
@@ -702,8 +776,8 @@ mod tests {
         for f in ["a", "b", "c", "d"] {
             r.push_feature(f, 1.0);
         }
-        m.record(&r, &mut bins, &spec, 2);
-        m.record(&r, &mut bins, &spec, 2);
+        m.record(&r, &mut bins, &spec, 2, (0, 0));
+        m.record(&r, &mut bins, &spec, 2, (0, 0));
         assert_eq!(m.drops.over_feature_cap, 4);
     }
 

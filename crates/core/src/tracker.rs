@@ -41,9 +41,11 @@
 //!   events. Windows ending before `C + window` need skipped panes, so they are not emitted
 //!   again. Reference contributions of panes ending after `C` and counter updates from `R` on
 //!   are left out of the persisted state because the replay makes them again; so the replay
-//!   writes the same rows as an uninterrupted run. Known differences: a pane closed by
-//!   idleness, a bin layout frozen after the cutoff (the replay bins values the first run
-//!   collected), a version evicted between `R` and the checkpoint, and a version spread over
+//!   writes the same rows as an uninterrupted run. A restored layout counts a feature only
+//!   after the event that froze it ([`FrozenLayout::frozen_at`]): the replay leaves out the
+//!   edge samples the first run did not bin. Known differences: a pane closed by idleness, a
+//!   layout frozen after the checkpoint (the replay samples its edges again, from the resume
+//!   offset on), a version evicted between `R` and the checkpoint, and a version spread over
 //!   several partitions (delivery.md).
 //! - **Caps.** New models past `max_models`, versions past `max_versions_per_model` and features
 //!   past `max_features` are counted and dropped. A version silent for `idle_ttl` of event time
@@ -711,7 +713,8 @@ impl Tracker {
             s.tokens_in = s.tokens_in.saturating_add(rec.tokens_in.unwrap_or(0).max(0) as u64);
             s.tokens_out = s.tokens_out.saturating_add(rec.tokens_out.unwrap_or(0).max(0) as u64);
         }
-        model.bins.record(rec, &mut op.bins, &self.cfg.drift, self.cfg.limits.max_features());
+        let at = (src.partition, src.offset);
+        model.bins.record(rec, &mut op.bins, &self.cfg.drift, self.cfg.limits.max_features(), at);
         self.note_offset(src, pane, wm_before);
         self.stats.recorded += 1;
         Admission::Recorded
@@ -1122,8 +1125,14 @@ impl Tracker {
     /// belong to the partition's next owner or to the replay, which preload its persisted state;
     /// emitting them here would write partial windows. Versions also seen elsewhere keep their
     /// closed panes, and the partition keeps its counter undo log and reference contributions
-    /// (for [`Tracker::restore_partition`]).
+    /// (for [`Tracker::restore_partition`]). Layouts the partition froze count again only past
+    /// their freezing event, as after a restart.
     pub fn forget_partition(&mut self, partition: u32) {
+        // If it is read again, it is from an earlier offset: the layouts it froze count after
+        // their freezing event again (see `FrozenLayout::frozen_at`).
+        for m in &mut self.models {
+            m.bins.rearm(partition);
+        }
         let mut orphans = Vec::new();
         for (kid, key) in self.keys.iter_mut().enumerate() {
             let Some(key) = key else { continue };

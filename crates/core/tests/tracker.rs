@@ -442,6 +442,82 @@ fn replay_from_a_resume_point_reproduces_the_rows() {
 }
 
 #[test]
+fn a_replay_through_the_freezing_pane_bins_what_the_first_run_binned() {
+    // The checkpoint's cutoff lies before the first pane (another partition held the windows
+    // back), so the replay starts at offset 0 with the layouts already frozen: it must leave
+    // out the edge samples that the first run collected and did not bin.
+    let c = cfg(30, 10, 2); // 20 edge samples
+    let events: Vec<Ev> = (0..300)
+        .map(|i| Ev {
+            t: i * 100,
+            model: 0,
+            version: (i % 2) as u8,
+            latency: 1.0 + (i * 37 % 101) as f64,
+            status: 0,
+            x: (i * 13 % 17) as f64,
+            cat: (i % 4) as u8,
+        })
+        .collect();
+    let tagged: Vec<(u32, Ev)> = events.iter().cloned().map(|e| (0, e)).collect();
+    let (full, first) = run(c, &tagged, 1);
+    let layouts = first.frozen_layouts();
+    assert!(layouts.iter().all(|(_, l)| l.frozen_at == Some((0, 19))), "{layouts:?}");
+
+    let mut tr = Tracker::new(c);
+    for (m, l) in &layouts {
+        assert!(tr.restore_layout(m, l));
+    }
+    tr.restore_partition(0, i64::MIN, i64::MIN);
+    let mut replay = Collected::default();
+    let mut r = InferenceRecord::default();
+    for (o, e) in events.iter().enumerate() {
+        record(&mut r, e);
+        let src = Source { partition: 0, offset: o as i64, record_ts_ms: e.t + 1_000 };
+        tr.record_inference(src, &r);
+        tr.advance(&mut replay);
+    }
+    close_all(&mut tr, &mut replay, events.last().unwrap().t);
+    assert_eq!(replay.panes, full.panes);
+    // Without the freezing event the replay would bin the edge samples too.
+    let mut tr = Tracker::new(c);
+    for (m, l) in &layouts {
+        let mut l = l.clone();
+        l.frozen_at = None;
+        assert!(tr.restore_layout(m, &l));
+    }
+    let mut naive = Collected::default();
+    for (o, e) in events.iter().enumerate() {
+        record(&mut r, e);
+        let src = Source { partition: 0, offset: o as i64, record_ts_ms: e.t + 1_000 };
+        tr.record_inference(src, &r);
+        tr.advance(&mut naive);
+    }
+    close_all(&mut tr, &mut naive, events.last().unwrap().t);
+    assert_ne!(naive.panes, full.panes);
+
+    // The same in one process: the partition is revoked after the freeze and read again from
+    // offset 0 (a rebalance that gives it back, its checkpoint before the first pane).
+    let mut tr = Tracker::new(c);
+    let mut before = Collected::default();
+    for (o, e) in events.iter().enumerate().take(150) {
+        record(&mut r, e);
+        let src = Source { partition: 0, offset: o as i64, record_ts_ms: e.t + 1_000 };
+        tr.record_inference(src, &r);
+        tr.advance(&mut before);
+    }
+    tr.restore_partition(0, i64::MIN, i64::MIN);
+    let mut again = Collected::default();
+    for (o, e) in events.iter().enumerate() {
+        record(&mut r, e);
+        let src = Source { partition: 0, offset: o as i64, record_ts_ms: e.t + 1_000 };
+        tr.record_inference(src, &r);
+        tr.advance(&mut again);
+    }
+    close_all(&mut tr, &mut again, events.last().unwrap().t);
+    assert_eq!(again.panes, full.panes);
+}
+
+#[test]
 fn reference_drift_appears_once_the_reference_is_complete() {
     let c = cfg(30, 10, 0); // reference period 60 s, 20 edge samples, 4 bins
     let mut events = Vec::new();
