@@ -17,8 +17,24 @@ pub struct Migration {
     pub version: u32,
     /// Short name, recorded with the version.
     pub name: &'static str,
-    /// DDL statements, run one by one.
+    /// DDL statements, run one by one; each must be idempotent (`CREATE TABLE IF NOT EXISTS`).
     pub statements: &'static [&'static str],
+    /// Columns added to existing tables, each only when missing (ClickHouse 18.16 has no
+    /// `ADD COLUMN IF NOT EXISTS`), after the statements.
+    pub columns: &'static [AddColumn],
+}
+
+/// A column added to an existing table by a migration.
+#[derive(Debug, Clone, Copy)]
+pub struct AddColumn {
+    /// The table.
+    pub table: &'static str,
+    /// The new column.
+    pub name: &'static str,
+    /// Type and default, e.g. `Int64 DEFAULT -1`.
+    pub definition: &'static str,
+    /// The column it goes after (the order the row structs insert in).
+    pub after: &'static str,
 }
 
 /// The table that records applied steps. Created before any step.
@@ -79,6 +95,7 @@ ORDER BY (`model`, `version`, `pane_start_ms`, `source_partition`)",
 PARTITION BY toYYYYMM(toDateTime(intDiv(`pane_start_ms`, 1000)))
 ORDER BY (`model`, `version`, `pane_start_ms`, `source_partition`, `kind`, `feature`)",
         ],
+        columns: &[],
     },
     Migration {
         version: 2,
@@ -133,6 +150,7 @@ ORDER BY (`model`, `version`, `window_end_ms`)",
 PARTITION BY toYYYYMM(toDateTime(intDiv(`window_end_ms`, 1000)))
 ORDER BY (`model`, `version`, `name`, `window_end_ms`)",
         ],
+        columns: &[],
     },
     Migration {
         version: 3,
@@ -188,6 +206,7 @@ ORDER BY (`model`, `version`, `kind`, `feature`)",
 PARTITION BY toYYYYMM(toDateTime(intDiv(`window_end_ms`, 1000)))
 ORDER BY (`model`, `version`, `reference`, `kind`, `feature`, `window_end_ms`)",
         ],
+        columns: &[],
     },
     Migration {
         version: 4,
@@ -215,6 +234,7 @@ ORDER BY (`model`, `version`, `reference`, `kind`, `feature`, `window_end_ms`)",
 ) ENGINE = ReplacingMergeTree(`written_at_ms`)
 PARTITION BY toYYYYMM(toDateTime(intDiv(`window_end_ms`, 1000)))
 ORDER BY (`model`, `baseline_version`, `canary_version`, `scope`, `window_end_ms`, `metric`)"],
+        columns: &[],
     },
     Migration {
         version: 5,
@@ -257,6 +277,7 @@ ORDER BY (`fingerprint`, `seq`, `channel`, `attempt`)",
 ) ENGINE = ReplacingMergeTree(`written_at_ms`)
 ORDER BY `id`",
         ],
+        columns: &[],
     },
     Migration {
         version: 6,
@@ -285,6 +306,26 @@ ORDER BY (`group`, `topic`, `partition`)",
 ) ENGINE = ReplacingMergeTree(`written_at_ms`)
 ORDER BY (`model`, `version`, `name`, `host`)",
         ],
+        columns: &[],
+    },
+    Migration {
+        version: 7,
+        name: "layout freezing event",
+        statements: &[],
+        columns: &[
+            AddColumn {
+                table: "drift_layouts",
+                name: "frozen_at_partition",
+                definition: "Int64 DEFAULT -1",
+                after: "frozen_at_ms",
+            },
+            AddColumn {
+                table: "drift_layouts",
+                name: "frozen_at_offset",
+                definition: "Int64 DEFAULT -1",
+                after: "frozen_at_partition",
+            },
+        ],
     },
 ];
 
@@ -301,7 +342,7 @@ mod tests {
     fn versions_start_at_one_and_increase_by_one() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "{}", m.name);
-            assert!(!m.statements.is_empty());
+            assert!(!m.statements.is_empty() || !m.columns.is_empty());
             for s in m.statements {
                 assert!(s.starts_with("CREATE TABLE IF NOT EXISTS {db}."), "not idempotent: {s}");
             }

@@ -418,6 +418,12 @@ table_row! {
             bin_labels: Vec<String> => "Array(String)",
             /// Event time at which the layout froze, ms since the epoch.
             frozen_at_ms: i64 => "Int64",
+            /// Source partition (`topic index * 1,000,000 + partition`) of the event that
+            /// completed the sample; -1 when unknown. A replay does not bin that partition's
+            /// events up to it (edge samples in the first run), so it writes the same bins.
+            frozen_at_partition: i64 => "Int64",
+            /// Offset of that event; -1 when unknown.
+            frozen_at_offset: i64 => "Int64",
             /// Wall-clock write time (the version column).
             written_at_ms: u64 => "UInt64",
         }
@@ -438,7 +444,8 @@ pub(crate) fn parse_kind(table: &'static str, s: &str) -> Result<FeatureKind, Er
 }
 
 impl DriftLayoutRow {
-    /// The row of a frozen layout.
+    /// The row of a frozen layout. `f.frozen_at` must already name the stable source
+    /// partition (the tracker's own partition ids are not persisted).
     pub fn from_frozen(model: &str, f: &FrozenLayout, written_at_ms: u64) -> Self {
         // Serialising a plain enum of numbers and strings cannot fail.
         let layout = serde_json::to_string(&f.layout).unwrap_or_default();
@@ -450,6 +457,8 @@ impl DriftLayoutRow {
             bin_count: f.layout.bin_count() as u32,
             bin_labels: f.layout.bin_labels(),
             frozen_at_ms: f.frozen_at_ms,
+            frozen_at_partition: f.frozen_at.map_or(-1, |(p, _)| i64::from(p)),
+            frozen_at_offset: f.frozen_at.map_or(-1, |(_, o)| o),
             written_at_ms,
         }
     }
@@ -469,6 +478,10 @@ impl DriftLayoutRow {
                 kind,
                 layout,
                 frozen_at_ms: self.frozen_at_ms,
+                frozen_at: u32::try_from(self.frozen_at_partition)
+                    .ok()
+                    .filter(|_| self.frozen_at_offset >= 0)
+                    .map(|p| (p, self.frozen_at_offset)),
             },
         ))
     }

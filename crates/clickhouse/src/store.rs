@@ -260,6 +260,24 @@ impl Store {
                 // `query_raw`: DDL text is sent as is (no `?` binding).
                 self.client.query_raw(&self.ddl(statement)).execute().await.map_err(fail)?;
             }
+            for c in m.columns {
+                if self.has_column(c.table, c.name).await? {
+                    continue;
+                }
+                let alter = format!(
+                    "ALTER TABLE {} ADD COLUMN `{}` {} AFTER `{}`",
+                    self.table(c.table),
+                    c.name,
+                    c.definition,
+                    c.after
+                );
+                if let Err(e) = self.client.query_raw(&alter).execute().await {
+                    // Another instance may have added it in the meantime.
+                    if !self.has_column(c.table, c.name).await? {
+                        return Err(fail(e));
+                    }
+                }
+            }
             let row = MigrationRow {
                 version: m.version,
                 name: m.name.to_owned(),
@@ -313,6 +331,22 @@ impl Store {
             });
         }
         compare_columns(T::TABLE, T::COLUMNS, &found)
+    }
+
+    /// Whether a table of this database has a column.
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, Error> {
+        let n = self
+            .client
+            .query(
+                "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(&self.config.database)
+            .bind(table)
+            .bind(column)
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| Error::query("reading system.columns", e))?;
+        Ok(n > 0)
     }
 
     /// Checks every table of the output contract (see [`Store::check_table`]).

@@ -304,8 +304,13 @@ impl Pipeline {
         counters: Vec<CounterSeries>,
     ) {
         for (model, layout) in layouts {
-            self.trackers[0].restore_layout(model, layout);
             let row = DriftLayoutRow::from_frozen(model, layout, 0);
+            // Persisted with the stable source partition; the tracker wants its own id.
+            let mut layout = layout.clone();
+            layout.frozen_at = layout
+                .frozen_at
+                .and_then(|(s, o)| self.topics.tracker_id_of_source(s).map(|id| (id, o)));
+            self.trackers[0].restore_layout(model, &layout);
             self.written_layouts.insert((row.model, row.kind, row.feature));
         }
         for r in references {
@@ -493,7 +498,8 @@ impl Pipeline {
         let rows = self.collector.take();
 
         let mut layouts = Vec::new();
-        for (model, f) in self.trackers[0].frozen_layouts() {
+        for (model, mut f) in self.trackers[0].frozen_layouts() {
+            f.frozen_at = f.frozen_at.map(|(id, o)| (self.topics.source_partition(id), o));
             let row = DriftLayoutRow::from_frozen(&model, &f, written_at_ms);
             let key = (row.model.clone(), row.kind.clone(), row.feature.clone());
             if self.written_layouts.insert(key) {

@@ -109,6 +109,14 @@ impl Topics {
         let (t, p) = self.partition_of(tracker_id);
         t * TOPIC_STRIDE + p.max(0) as u32
     }
+
+    /// The tracker id of a stable source partition (allocated when new); `None` when it names
+    /// no configured topic.
+    pub fn tracker_id_of_source(&mut self, source_partition: u32) -> Option<u32> {
+        let t = source_partition / TOPIC_STRIDE;
+        let p = (source_partition % TOPIC_STRIDE) as i32;
+        ((t as usize) < self.all().len()).then(|| self.tracker_id(t, p))
+    }
 }
 
 #[cfg(test)]

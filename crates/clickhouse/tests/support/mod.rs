@@ -186,6 +186,8 @@ pub fn drift_layout(i: u32) -> DriftLayoutRow {
         bin_count: 3,
         bin_labels: vec!["de".into(), "fr".into(), "other".into()],
         frozen_at_ms: 123,
+        frozen_at_partition: 2,
+        frozen_at_offset: 77,
         written_at_ms: 1,
     }
 }
