@@ -144,9 +144,11 @@ fn tail_closed(setup: &Setup) -> bool {
     open.trim() == "0"
 }
 
-/// Waits until the instance has consumed everything (consumer lag 0), every trailing window
-/// is out and nothing more is written for 6 s (longer than a slide of idle wall-clock time).
-/// Returns the requests pane_stats counts.
+/// Waits until pane_stats counts every request, the instance has consumed everything
+/// (consumer lag 0: only partitions that delivered a record have a lag, so lag alone can look
+/// caught up before a slow partition's first record), every trailing window is out and nothing
+/// more is written for 6 s (longer than a slide of idle wall-clock time). Returns the requests
+/// pane_stats counts.
 fn wait_settled(setup: &Setup, inst: &Instance, requests: u64, timeout: Duration) -> u64 {
     let start = Instant::now();
     let mut tables: Vec<&str> = TABLES.to_vec();
@@ -172,7 +174,7 @@ fn wait_settled(setup: &Setup, inst: &Instance, requests: u64, timeout: Duration
         } else {
             (same, last) = (0, now);
         }
-        if caught_up && same >= 6 && tail_closed(setup) {
+        if caught_up && same >= 6 && tail_closed(setup) && total_requests(setup) >= requests {
             let total = total_requests(setup);
             eprintln!(
                 "{}: settled after {:?}: {total} of {requests} requests; {last}",
