@@ -291,6 +291,7 @@ pub fn run<S: Sink>(
         last_flush: Instant::now(),
         last_commits: Vec::new(),
         dead_letters_pending: false,
+        dead_letters_waiting: None,
         report: RunReport::default(),
         positions,
         highs,
@@ -403,6 +404,8 @@ struct Loop<'a> {
     last_flush: Instant,
     last_commits: Vec<PartitionCommit>,
     dead_letters_pending: bool,
+    /// Since when the hand-off waits for dead letters (for a warning every 30 s).
+    dead_letters_waiting: Option<Instant>,
     report: RunReport,
     positions: Positions,
     highs: HighWatermarks,
@@ -451,12 +454,18 @@ impl Loop<'_> {
             self.take_acks(false)?;
             if self.flush_due() {
                 if self.in_flight < self.opts.max_in_flight {
-                    self.hand_off()?;
+                    let handed = self.hand_off(false)?;
+                    if !handed && self.pipeline.pending_rows() >= self.opts.flush_rows {
+                        // Dead letters still unacknowledged hold the checkpoint back: stop
+                        // reading until they are, so rows do not pile up.
+                        self.pause()?;
+                    }
                 } else {
                     self.pause()?;
                 }
             }
-            if self.paused && self.in_flight < self.opts.max_in_flight {
+            if self.paused && self.in_flight < self.opts.max_in_flight && !self.dead_letters_pending
+            {
                 self.resume()?;
             }
             self.publish();
@@ -559,18 +568,38 @@ impl Loop<'_> {
             || self.pipeline.pending_rows() >= self.opts.flush_rows
     }
 
-    /// Hands everything collected to the sink (skipped when nothing changed).
-    fn hand_off(&mut self) -> Result<(), EngineError> {
+    /// Hands everything collected to the sink (skipped when nothing changed); `false` when
+    /// it had to wait for dead letters. A checkpoint must not pass a record whose dead letter
+    /// the broker has not acknowledged: without `wait` (the loop) the hand-off is postponed to
+    /// the next flush while they are outstanding, so a slow broker does not block the engine
+    /// thread; with `wait` (revocation, shutdown) it waits for them, at most 30 s.
+    fn hand_off(&mut self, wait: bool) -> Result<bool, EngineError> {
         self.last_flush = Instant::now();
         if self.dead_letters_pending
             && let Some(d) = self.dead_letter.as_deref_mut()
         {
-            // A checkpoint must not pass a record whose dead letter is not acknowledged.
-            if let Err(e) = d.flush(Duration::from_secs(30)) {
-                tracing::warn!(error = %e, "dead-letter flush failed; checkpoint postponed");
-                return Ok(());
+            let settled = if wait {
+                d.flush(Duration::from_secs(30))
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "dead-letter flush failed; checkpoint postponed");
+                    })
+                    .is_ok()
+            } else {
+                d.outstanding() == 0
+            };
+            if !settled {
+                if self.dead_letters_waiting.get_or_insert_with(Instant::now).elapsed()
+                    >= Duration::from_secs(30)
+                {
+                    self.dead_letters_waiting = Some(Instant::now());
+                    tracing::warn!(
+                        "dead letters unacknowledged for 30 s: checkpoints wait for them"
+                    );
+                }
+                return Ok(false);
             }
             self.dead_letters_pending = false;
+            self.dead_letters_waiting = None;
         }
         let now = wall_ms();
         let flush = self.pipeline.take_flush(now as u64);
@@ -580,12 +609,12 @@ impl Loop<'_> {
             && flush.references.is_empty()
             && flush.commits == self.last_commits;
         if unchanged {
-            return Ok(());
+            return Ok(true);
         }
         self.last_commits.clone_from(&flush.commits);
         self.flush_tx.blocking_send(flush).map_err(|_| EngineError::SinkGone)?;
         self.in_flight += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Applies the sink's acknowledgements: commit, release. With `wait`, blocks for one.
@@ -628,7 +657,7 @@ impl Loop<'_> {
         while self.in_flight >= self.opts.max_in_flight {
             self.take_acks(true)?;
         }
-        self.hand_off()?;
+        self.hand_off(true)?;
         while self.in_flight > 0 {
             self.take_acks(true)?;
         }

@@ -13,7 +13,9 @@
 //! - delivery is at-least-once: a record dead-lettered before a crash may be dead-lettered again
 //!   on replay. Failed deliveries are counted ([`DeadLetterStats`]), not retried by this type;
 //! - the producer is a `BaseProducer` polled from the calling thread: call it from a blocking
-//!   thread, not from an async task.
+//!   thread, not from an async task. [`DeadLetterProducer::outstanding`] tells without waiting
+//!   whether every record was acknowledged (a caller that must not checkpoint past an
+//!   unacknowledged dead letter polls it instead of blocking in `flush`).
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -215,6 +217,13 @@ impl DeadLetterProducer {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())
+    }
+
+    /// Records enqueued and not yet acknowledged or failed, after serving the delivery
+    /// reports that arrived (never waits).
+    pub fn outstanding(&mut self) -> usize {
+        self.producer.poll(Duration::ZERO);
+        self.producer.in_flight_count().max(0) as usize
     }
 
     /// Waits until every enqueued record is acknowledged or failed, at most `timeout`.
