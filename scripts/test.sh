@@ -21,7 +21,7 @@ echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 echo "== services (tansu broker, ClickHouse)"
-MODELWATCH_BROKER_FRESH=1 deploy/local/services.sh up
+MODELWATCH_BROKER_FRESH=1 MODELWATCH_CLICKHOUSE_FRESH=1 deploy/local/services.sh up
 # shellcheck disable=SC1091
 set -a && . "$MODELWATCH_CACHE/run/services.env" && set +a
 trap 'deploy/local/services.sh down || true' EXIT

@@ -4,7 +4,8 @@
 # Usage: deploy/local/clickhouse-start.sh [--dir DIR] [--http-port N] [--tcp-port N]
 # Env (flags win): MODELWATCH_CH_DIR (default $MODELWATCH_CACHE/run/clickhouse),
 #      MODELWATCH_CH_HTTP_PORT (default 18123), MODELWATCH_CH_TCP_PORT (default 19000),
-#      MODELWATCH_START_TIMEOUT (default 60 s).
+#      MODELWATCH_START_TIMEOUT (default 60 s), MODELWATCH_CLICKHOUSE_FRESH=1 (start a stopped
+#      server on an empty data directory: test databases pile up and slow every start).
 # Prints the HTTP URL (http://127.0.0.1:PORT) on stdout. Already running: reports it, succeeds.
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
@@ -37,7 +38,15 @@ ping_ok() { [[ "$(curl -s --max-time 2 "$url/ping" 2>/dev/null)" == "Ok." ]]; }
 if pid="$(pid_alive "$pidfile" "$config")"; then
     { grep -qF "<http_port>$http_port</http_port>" "$config" &&
         grep -qF "<tcp_port>$tcp_port</tcp_port>" "$config"; } || die "a ClickHouse instance already runs in $dir (pid $pid) on other ports; stop it first (clickhouse-stop.sh --dir $dir)"
-    ping_ok || die "ClickHouse in $dir (pid $pid) runs but $url/ping does not answer Ok.; see $dir/log/clickhouse-server.err.log"
+    # It may still be starting (another caller started it a moment ago): give it the start
+    # timeout before calling it broken.
+    deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
+    until ping_ok; do
+        if ((SECONDS >= deadline)) || ! pid_alive "$pidfile" "$config" >/dev/null; then
+            die "ClickHouse in $dir (pid $pid) runs but $url/ping does not answer Ok.; see $dir/log/clickhouse-server.err.log"
+        fi
+        sleep 0.2
+    done
     log "ClickHouse already running in $dir (pid $pid) at $url"
     echo "$url"
     exit 0
@@ -50,6 +59,12 @@ for p in "$http_port" "$tcp_port"; do
     port_open "$p" && die "port $MODELWATCH_HOST:$p is already in use by another process (not the ClickHouse instance of $dir)"
 done
 
+if [[ "${MODELWATCH_CLICKHOUSE_FRESH:-0}" == 1 ]]; then
+    # Test databases pile up run after run and slow every start down: the test suite starts
+    # a stopped server on an empty data directory.
+    log "fresh start: removing the old data in $dir"
+    rm -rf "$dir/data" "$dir/tmp"
+fi
 mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
 # Config regenerated on every start so port changes apply; the data survives restarts.
 cat >"$config" <<XML
