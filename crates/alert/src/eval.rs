@@ -364,36 +364,36 @@ impl Evaluator {
             }
             match rule.metric() {
                 Metric::Window(m) => {
-                    for w in rows.windows {
-                        if rule.applies_to(&w.model, &w.version) && w.requests >= rule.min_samples()
-                        {
-                            if let Some(value) = m.of(w) {
-                                inputs.push(self.input(
-                                    ri,
-                                    &w.model,
-                                    &w.version,
-                                    w.window_end_ms,
-                                    value,
-                                ));
-                            }
+                    let evaluated = rows.windows.iter().filter(|w| {
+                        rule.applies_to(&w.model, &w.version) && w.requests >= rule.min_samples()
+                    });
+                    for w in evaluated {
+                        if let Some(value) = m.of(w) {
+                            inputs.push(self.input(
+                                ri,
+                                &w.model,
+                                &w.version,
+                                w.window_end_ms,
+                                value,
+                            ));
                         }
                     }
                 }
                 Metric::MetricEvent { name, agg } => {
-                    for r in rows.metrics {
-                        if r.name == *name
+                    let evaluated = rows.metrics.iter().filter(|r| {
+                        r.name == *name
                             && rule.applies_to(&r.model, &r.version)
                             && r.count >= rule.min_samples()
-                        {
-                            if let Some(value) = agg.of(r) {
-                                inputs.push(self.input(
-                                    ri,
-                                    &r.model,
-                                    &r.version,
-                                    r.window_end_ms,
-                                    value,
-                                ));
-                            }
+                    });
+                    for r in evaluated {
+                        if let Some(value) = agg.of(r) {
+                            inputs.push(self.input(
+                                ri,
+                                &r.model,
+                                &r.version,
+                                r.window_end_ms,
+                                value,
+                            ));
                         }
                     }
                 }

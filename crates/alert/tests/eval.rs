@@ -1,6 +1,9 @@
 //! The evaluator's state machine on event-time windows, baseline-relative rules, `absent`
 //! and fingerprints.
 
+// Tests may unwrap (clippy.toml allows it in #[test] functions only; helpers too here).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,9 @@
 //! The notification scheduler: grouping, intervals, resolved notifications, staleness,
 //! silences and restart.
 
+// Tests may unwrap (clippy.toml allows it in #[test] functions only; helpers too here).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -133,7 +136,7 @@ fn flapping_input_sends_at_most_one_notification_per_group_interval() {
     for k in 0..180 {
         let now = T0 + k * 10 * S;
         lcg = lcg.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        if (lcg >> 33) % 2 == 0 {
+        if (lcg >> 33).is_multiple_of(2) {
             fires = !fires;
             seq += 1;
             let e = if fires {
@@ -298,7 +301,7 @@ fn a_restarted_scheduler_does_not_notify_again() {
         .collect();
     // Restart 2 minutes later.
     let mut b = scheduler();
-    b.restore(&[e.clone()], &deliveries, T0 + 2 * MIN);
+    b.restore(std::slice::from_ref(&e), &deliveries, T0 + 2 * MIN);
     b.refresh(&e.fingerprint, T0 + 2 * MIN);
     assert!(run(&mut b, T0 + 2 * MIN, T0 + 30 * MIN, 10 * S, &none).is_empty());
     // Resolved after the restart: the resolved notification goes out.
@@ -309,7 +312,7 @@ fn a_restarted_scheduler_does_not_notify_again() {
     assert!(sent[0].1.seq > T0 as u64 * 1000 + 1, "a new seq after the restart");
     // Without deliveries, a restored firing alert is notified (it may never have been).
     let mut c = scheduler();
-    c.restore(&[e.clone()], &[], T0 + 2 * MIN);
+    c.restore(std::slice::from_ref(&e), &[], T0 + 2 * MIN);
     c.refresh(&e.fingerprint, T0 + 2 * MIN);
     assert_eq!(run(&mut c, T0 + 2 * MIN, T0 + 3 * MIN, 10 * S, &none).len(), 1);
 }

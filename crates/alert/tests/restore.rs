@@ -1,6 +1,9 @@
 //! Property: an evaluator restored from the `alerts` log behaves exactly like one that was
 //! never interrupted, also when the engine replays windows it had already evaluated.
 
+// Tests may unwrap (clippy.toml allows it in #[test] functions only; helpers too here).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
