@@ -73,7 +73,10 @@ pub enum ConfigError {
 }
 
 /// One `[[alerts.rules]]` entry as written. [`RuleSpec::validate`] checks it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+///
+/// `RuleSpec::default()` has the defaults of the configuration file (severity `warning`,
+/// every model and version) and an empty name and metric, which validation refuses.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Rule name: the `alertname` label of its alerts. Unique among the rules.
@@ -144,6 +147,31 @@ pub struct RuleSpec {
     /// Names of the `[alerts.channels.NAME]` that receive the notifications.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+}
+
+impl Default for RuleSpec {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            metric: String::new(),
+            op: None,
+            threshold: None,
+            thresholds: BTreeMap::new(),
+            relative_to: None,
+            compare: None,
+            drift_reference: None,
+            absent_for: None,
+            min_samples: 0,
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            severity: default_severity(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            model: default_glob(),
+            version: default_glob(),
+            channels: Vec::new(),
+        }
+    }
 }
 
 fn default_severity() -> String {
@@ -274,21 +302,34 @@ pub enum DriftReference {
 
 /// A column of `window_stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub enum WindowMetric {
+    /// `latency_p50_ms`.
     LatencyP50,
+    /// `latency_p90_ms`.
     LatencyP90,
+    /// `latency_p99_ms`.
     LatencyP99,
+    /// `latency_p999_ms`.
     LatencyP999,
+    /// `latency_max_ms`.
     LatencyMax,
+    /// `error_rate`.
     ErrorRate,
+    /// `throughput_rps`.
     ThroughputRps,
+    /// `requests`.
     Requests,
+    /// `errors`.
     Errors,
+    /// `timeouts`.
     Timeouts,
+    /// `tokens_in`.
     TokensIn,
+    /// `tokens_out`.
     TokensOut,
+    /// `ttft_p50_ms`.
     TtftP50,
+    /// `ttft_p99_ms`.
     TtftP99,
 }
 
@@ -335,17 +376,24 @@ impl WindowMetric {
 
 /// An aggregate of `metric_stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub enum MetricAgg {
+    /// `avg`: sum / count.
     Avg,
+    /// `sum`.
     Sum,
+    /// `min`.
     Min,
+    /// `max`.
     Max,
+    /// `last`: the latest sample by event time.
     Last,
+    /// `count`: samples.
     Count,
+    /// `p50`: median.
     P50,
+    /// `p99`.
     P99,
-    /// Counters: increase per second.
+    /// `rate`: counters' increase per second (undefined for gauges).
     Rate,
 }
 
@@ -1053,6 +1101,12 @@ mod tests {
         assert_eq!(r.relative(), Some(Compare::Ratio));
         assert_eq!(r.op(), Op::Ge);
         assert_eq!(r.severity(), "warning");
+        let minimal: RuleSpec =
+            serde_json::from_str(r#"{"name":"x","metric":"requests"}"#).unwrap();
+        assert_eq!(
+            minimal,
+            RuleSpec { name: "x".into(), metric: "requests".into(), ..RuleSpec::default() }
+        );
         assert!(
             serde_json::from_str::<RuleSpec>(r#"{"name":"x","metric":"requests","colour":1}"#)
                 .is_err()
