@@ -5,8 +5,10 @@
 //! it **ticks** every `group_interval`. At a tick the group is notified when an alert changed
 //! since the last notification (a new firing alert, a new episode, a resolution of an alert
 //! that was notified firing), or when it still has firing alerts and `repeat_interval` has
-//! passed since the last notification. So a group sends at most one notification per
-//! `group_interval`, however much its input flaps. A notification carries every notifiable
+//! passed since the last notification. A group whose alerts are all resolved and notified is
+//! dropped at its first tick at least `group_interval` after its last notification (not at
+//! once: an alert firing again right away joins it). So a (rule, model) gets at most one
+//! notification per `group_interval`, however much its input flaps. A notification carries every notifiable
 //! alert of the group, firing and resolved; a resolved alert is carried once and then
 //! forgotten (`send_resolved`), and a resolved alert that was never notified firing is
 //! forgotten silently.
@@ -151,6 +153,42 @@ pub struct Notification {
     pub channels: Vec<String>,
     /// Number of this notification within its group key (see the module documentation).
     pub seq: u64,
+}
+
+impl AlertInstance {
+    /// The `alerts` delivery row of this alert for one attempt to send `notification` through
+    /// `channel` (e.g. `webhook:pager`), in the shape [`Scheduler::restore`] reads back:
+    /// `seq` = [`state_seq`](Self::state_seq), `state` = the notified status, `at_ms` = the
+    /// wall-clock time of the attempt. `delivery_status` is `sent`, `failed` or `suppressed`.
+    pub fn delivery_row(
+        &self,
+        notification: &Notification,
+        channel: &str,
+        attempt: u32,
+        delivery_status: &str,
+        at_ms: i64,
+        written_at_ms: u64,
+    ) -> AlertRow {
+        let label = |k: &str| self.labels.get(k).cloned().unwrap_or_default();
+        AlertRow {
+            fingerprint: self.fingerprint.clone(),
+            seq: self.state_seq,
+            channel: channel.to_owned(),
+            attempt,
+            rule: notification.rule.clone(),
+            model: notification.model.clone(),
+            version: label("version"),
+            severity: label("severity"),
+            state: self.status.as_str().to_owned(),
+            value: self.value,
+            threshold: self.threshold,
+            starts_at_ms: self.starts_at_ms,
+            ends_at_ms: self.ends_at_ms,
+            delivery_status: delivery_status.to_owned(),
+            at_ms,
+            written_at_ms,
+        }
+    }
 }
 
 impl Notification {
@@ -384,7 +422,10 @@ impl Scheduler {
                     seq: g.seq,
                 });
             }
-            if g.alerts.is_empty() {
+            // An emptied group is kept for one more interval after its last notification, so
+            // an alert that comes back at once waits for that tick instead of starting a new
+            // group (whose `group_wait` would beat `group_interval`).
+            if g.alerts.is_empty() && g.last_sent_ms.is_none_or(|t| now_ms - t >= interval) {
                 emptied.push((rule.clone(), model.clone()));
             }
         }

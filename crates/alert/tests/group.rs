@@ -285,20 +285,16 @@ fn a_restarted_scheduler_does_not_notify_again() {
     a.push(&e, T0);
     let sent = a.due(T0 + 30 * S, &none);
     // The delivery rows the notifier writes for it.
-    let deliveries: Vec<_> = sent[0]
+    let n = &sent[0];
+    let deliveries: Vec<_> = n
         .alerts
         .iter()
-        .map(|al| {
-            let mut r = e.to_row(0);
-            r.seq = al.state_seq;
-            r.channel = "webhook:pager".into();
-            r.attempt = 1;
-            r.state = al.status.as_str().into();
-            r.delivery_status = "sent".into();
-            r.at_ms = T0 + 30 * S;
-            r
-        })
+        .map(|al| al.delivery_row(n, "webhook:pager", 1, "sent", T0 + 30 * S, 0))
         .collect();
+    assert_eq!(
+        (deliveries[0].seq, deliveries[0].state.as_str(), deliveries[0].version.as_str()),
+        (1, "firing", "v1")
+    );
     // Restart 2 minutes later.
     let mut b = scheduler();
     b.restore(std::slice::from_ref(&e), &deliveries, T0 + 2 * MIN);
