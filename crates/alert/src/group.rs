@@ -8,10 +8,13 @@
 //! passed since the last notification. A group whose alerts are all resolved and notified is
 //! dropped at its first tick at least `group_interval` after its last notification (not at
 //! once: an alert firing again right away joins it). So a (rule, model) gets at most one
-//! notification per `group_interval`, however much its input flaps. A notification carries every notifiable
-//! alert of the group, firing and resolved; a resolved alert is carried once and then
-//! forgotten (`send_resolved`), and a resolved alert that was never notified firing is
-//! forgotten silently.
+//! notification per `group_interval`, however much its input flaps.
+//!
+//! A notification carries every notifiable alert of the group, firing and resolved; a
+//! resolved alert is carried once and then forgotten (`send_resolved`), and a resolved alert
+//! that was never notified firing is forgotten silently. (An alert notified firing that
+//! resolves, fires again and resolves again between two ticks is notified resolved once, with
+//! the latest episode's times.)
 //!
 //! Left out of a notification (but kept, and still in the `alerts` log):
 //! - alerts matched by an active [silence](crate::silence) at the tick (a silenced resolved
@@ -212,8 +215,10 @@ impl Tracked {
     fn changed(&self) -> bool {
         self.notified != Some((self.status, self.event.starts_at_ms))
     }
+    /// Whether receivers were last told that this alert fires (in this episode or an earlier
+    /// one whose resolution was not sent yet): a resolution must then be sent.
     fn notified_firing(&self) -> bool {
-        self.notified == Some((NotificationStatus::Firing, self.event.starts_at_ms))
+        matches!(self.notified, Some((NotificationStatus::Firing, _)))
     }
 }
 
@@ -461,7 +466,7 @@ impl Scheduler {
                 };
                 Some((status, d.starts_at_ms))
             });
-            let notified_firing = notified == Some((NotificationStatus::Firing, a.starts_at_ms));
+            let notified_firing = matches!(notified, Some((NotificationStatus::Firing, _)));
             match a.state {
                 AlertState::Firing => {}
                 AlertState::Resolved if notified_firing => {}

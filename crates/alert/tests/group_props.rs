@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -109,8 +109,21 @@ proptest! {
                 }
             }
         }
-        let mut notified_firing = BTreeSet::new();
-        let mut resolved = BTreeSet::new();
+        // Quiet afterwards: every change reaches the receivers within a group_wait and two
+        // group intervals.
+        let end = T0 + flips.len() as i64 * STEP;
+        let mut now = end;
+        while now <= end + WAIT + 2 * INTERVAL {
+            for (i, f) in firing.iter().enumerate() {
+                if f.is_some() {
+                    s.refresh(&fingerprint(&labels(versions[i])), now);
+                }
+            }
+            sent.extend(s.due(now, &none).into_iter().map(|n| (now, n)));
+            now += STEP;
+        }
+        // Per fingerprint: whether receivers were last told it fires.
+        let mut open: BTreeMap<String, bool> = BTreeMap::new();
         for w in sent.windows(2) {
             prop_assert!(w[1].0 - w[0].0 >= INTERVAL, "two notifications {} ms apart", w[1].0 - w[0].0);
             prop_assert!(w[1].1.seq > w[0].1.seq);
@@ -119,17 +132,17 @@ proptest! {
             let any_firing = n.alerts.iter().any(|a| a.status == NotificationStatus::Firing);
             prop_assert_eq!(n.status == NotificationStatus::Firing, any_firing);
             for a in &n.alerts {
-                let key = (a.fingerprint.clone(), a.starts_at_ms);
-                match a.status {
-                    NotificationStatus::Firing => {
-                        notified_firing.insert(key);
-                    }
-                    NotificationStatus::Resolved => {
-                        prop_assert!(notified_firing.contains(&key), "resolved before firing");
-                        prop_assert!(resolved.insert(key), "resolved twice");
-                    }
+                let firing = a.status == NotificationStatus::Firing;
+                let was_open = open.insert(a.fingerprint.clone(), firing);
+                if !firing {
+                    prop_assert_eq!(was_open, Some(true), "resolved without an open firing");
                 }
             }
+        }
+        for (i, f) in firing.iter().enumerate() {
+            let fp = fingerprint(&labels(versions[i]));
+            let told = open.get(&fp).copied().unwrap_or(false);
+            prop_assert_eq!(told, f.is_some(), "receivers disagree about {}", versions[i]);
         }
     }
 }
