@@ -17,13 +17,16 @@
 //! the latest episode's times.)
 //!
 //! Left out of a notification (but kept, and still in the `alerts` log):
-//! - alerts matched by an active [silence](crate::silence) at the tick (a silenced resolved
-//!   alert is forgotten);
+//! - firing alerts matched by an active [silence](crate::silence) at the tick; they are
+//!   notified at the first tick after the silence ends if they still fire;
 //! - firing alerts whose latest evaluation (`at_ms`, or a later [`Scheduler::refresh`]) is
 //!   older than `max_notification_age` at the tick: results of catching up on old data. They
-//!   are notified at a later tick if a refresh shows them firing on recent data. A resolution
-//!   of an alert that *was* notified firing is always sent, however old, so receivers never keep
-//!   an alert open forever.
+//!   are notified at a later tick if a refresh shows them firing on recent data.
+//!
+//! A resolution of an alert that receivers were told fires is always sent, however old and
+//! even when silenced, so receivers never keep an alert open forever (Alertmanager mutes it
+//! under a silence; here a silence mutes news, not the closing of an incident already
+//! announced). A resolution of an alert never notified firing is never sent.
 //!
 //! ## Sequence numbers and idempotency
 //! A group's notifications are numbered from `1000 × (creation wall-clock ms) + 1`, one by
@@ -369,7 +372,7 @@ impl Scheduler {
                         true
                     }
                     NotificationStatus::Resolved => {
-                        if t.notified_firing() && !silenced {
+                        if t.notified_firing() {
                             send.push(fp.clone());
                             true
                         } else {

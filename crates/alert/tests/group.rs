@@ -322,3 +322,30 @@ fn timings_are_validated() {
     let e = Scheduler::new(&spec, &[]).unwrap_err();
     assert_eq!(e.to_string(), "`alerts.group_interval` is \"500ms\"; expected at least 1s");
 }
+
+#[test]
+fn a_silence_does_not_hold_back_the_resolution_of_an_announced_alert() {
+    let mut s = scheduler();
+    let mut silences = Silences::new();
+    s.push(&firing("v1", T0), T0);
+    assert_eq!(s.due(T0 + 30 * S, &silences).len(), 1);
+    let all =
+        Matcher { name: "alertname".into(), value: "slow".into(), is_regex: false, is_equal: true };
+    silences.upsert(
+        Silence::new("maintenance", vec![all], T0 + MIN, T0 + 60 * MIN, "ops", "").unwrap(),
+    );
+    // A new alert under the silence is held back; the resolution of v1 is not.
+    s.push(&firing("v2", T0 + 2 * MIN), T0 + 2 * MIN);
+    s.push(&event("slow", "v1", AlertState::Resolved, T0, T0 + 3 * MIN, 2), T0 + 3 * MIN);
+    let mut sent = Vec::new();
+    let mut now = T0 + 2 * MIN;
+    while now <= T0 + 30 * MIN {
+        s.refresh(&firing("v2", T0).fingerprint, now);
+        sent.extend(s.due(now, &silences));
+        now += 10 * S;
+    }
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].status, NotificationStatus::Resolved);
+    let versions: Vec<&str> = sent[0].alerts.iter().map(|a| a.labels["version"].as_str()).collect();
+    assert_eq!(versions, ["v1"]);
+}
