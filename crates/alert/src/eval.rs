@@ -564,6 +564,68 @@ impl Evaluator {
         events
     }
 
+    /// Ends the alerts of a version that the engine stopped tracking (evicted after
+    /// `idle_ttl`, or a canary pair removed), which would otherwise never be evaluated again:
+    /// firing alerts resolve and pending ones go back to inactive, at `at_ms` (the event time
+    /// of the eviction), whatever `keep_firing_for`. The state machines stay (inactive) so
+    /// that sequence numbers continue if the version returns.
+    ///
+    /// `absent` rules are left alone unless `include_absent`: a version that stopped sending
+    /// is exactly what they report, and its last-seen time is kept for them. With
+    /// `include_absent`, their alerts end too (at `at_ms` as well, although `absent` rules
+    /// otherwise count wall-clock time) and the version is no longer judged by them.
+    pub fn retire(
+        &mut self,
+        model: &str,
+        version: &str,
+        at_ms: i64,
+        include_absent: bool,
+    ) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        for (key, m) in &mut self.machines {
+            if key.1 != model || key.2 != version {
+                continue;
+            }
+            let rule = &self.rules[key.0];
+            let absent = matches!(rule.metric(), Metric::Absent { .. });
+            if absent && !include_absent {
+                continue;
+            }
+            let (state, since) = match m.phase {
+                Phase::Inactive => continue,
+                Phase::Pending { since } => (AlertState::Inactive, since),
+                Phase::Firing { since, .. } => (AlertState::Resolved, since),
+            };
+            let at = at_ms.max(m.last_eval_ms.saturating_add(1));
+            m.phase = Phase::Inactive;
+            m.last_eval_ms = at;
+            m.seq += 1;
+            let value = m.last.as_ref().and_then(|e| e.value);
+            let event = AlertEvent {
+                fingerprint: m.fingerprint.clone(),
+                seq: m.seq,
+                rule: rule.name().to_owned(),
+                model: model.to_owned(),
+                version: version.to_owned(),
+                severity: rule.severity().to_owned(),
+                state,
+                value,
+                threshold: m.last.as_ref().and_then(|e| e.threshold),
+                starts_at_ms: since,
+                ends_at_ms: Some(at),
+                at_ms: at,
+                labels: m.labels.clone(),
+                annotations: rule.annotations(model, version, &m.baseline, value),
+            };
+            m.last = Some(event.clone());
+            events.push(event);
+        }
+        if include_absent {
+            self.last_seen.remove(&(model.to_owned(), version.to_owned()));
+        }
+        events
+    }
+
     /// The firing alerts with the time of their latest evaluation (window end, or tick for
     /// `absent`): feed them to [`Scheduler::refresh`](crate::Scheduler::refresh) after every
     /// [`observe`](Self::observe) and [`tick`](Self::tick), so an alert that fired on old

@@ -347,3 +347,24 @@ fn a_restored_evaluator_resumes_where_the_log_left_off() {
     assert_eq!(summary(&ra)[0], (AlertState::Resolved, 10_000, Some(60_000), 60_000));
     assert_eq!(b.snapshot(), a.snapshot());
 }
+
+#[test]
+fn retiring_a_version_ends_its_alerts_but_not_its_absent_alerts_unless_asked() {
+    let rules = vec![rule("slow", "latency_p99_ms", 100.0, 0, 60), absent_rule(60)];
+    let mut ev = Evaluator::new(rules);
+    feed(&mut ev, &[window("m", "v1", 10_000, 100, 150.0), window("m", "v2", 10_000, 100, 150.0)]);
+    assert_eq!(ev.tick(100_000, true).len(), 2, "both versions absent");
+    let ended = ev.retire("m", "v1", 20_000, false);
+    assert_eq!(summary(&ended), vec![(AlertState::Resolved, 10_000, Some(20_000), 20_000)]);
+    assert_eq!((ended[0].rule.as_str(), ended[0].seq), ("slow", 2));
+    // v1 still reports as absent; with include_absent its absent alert ends too.
+    assert!(ev.tick(110_000, true).is_empty());
+    let ended = ev.retire("m", "v1", 120_000, true);
+    assert_eq!(ended.len(), 1);
+    assert_eq!((ended[0].rule.as_str(), ended[0].state), ("silent", AlertState::Resolved));
+    assert!(ev.tick(200_000, true).is_empty(), "no longer judged");
+    assert!(ev.retire("m", "v1", 130_000, true).is_empty(), "nothing left to end");
+    // The version returns: its sequence continues.
+    let back = feed(&mut ev, &[window("m", "v1", 140_000, 100, 150.0)]);
+    assert_eq!((back[0].state, back[0].seq), (AlertState::Firing, 3));
+}
