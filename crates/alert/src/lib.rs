@@ -63,5 +63,5 @@ pub mod silence;
 pub use eval::{AlertEvent, AlertState, CanaryPair, Evaluator, WindowRows};
 pub use fingerprint::fingerprint;
 pub use group::{AlertInstance, Notification, NotificationStatus, Scheduler, SchedulerSpec};
-pub use rule::{ConfigError, Rule, RuleSpec, validate_rules};
+pub use rule::{ConfigError, Rule, RuleSpec, check_channels, validate_rules};
 pub use silence::{Matcher, Silence, SilenceError, Silences};

@@ -64,6 +64,14 @@ pub enum ConfigError {
         /// Index of the first rule with it.
         first: usize,
     },
+    /// A rule that names a channel that is not configured.
+    #[error("`{key}` names the channel {name:?}, which is not configured in `[alerts.channels]`")]
+    UnknownChannel {
+        /// The configuration key, e.g. `alerts.rules[1].channels[0]`.
+        key: String,
+        /// The channel name.
+        name: String,
+    },
     /// A duration that is not a whole number of milliseconds, or too large.
     #[error("`{key}` must be a whole number of milliseconds below 100 years")]
     Resolution {
@@ -842,6 +850,22 @@ pub fn validate_rules(specs: &[RuleSpec]) -> Result<Vec<Rule>, ConfigError> {
     Ok(rules)
 }
 
+/// Checks that every channel named by `rules` (validated from `alerts.rules` in this order) is
+/// configured: `known` tells whether a channel name exists.
+pub fn check_channels(rules: &[Rule], known: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+    for (i, r) in rules.iter().enumerate() {
+        for (j, c) in r.channels.iter().enumerate() {
+            if !known(c) {
+                return Err(ConfigError::UnknownChannel {
+                    key: format!("alerts.rules[{i}].channels[{j}]"),
+                    name: c.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Rule {
     /// The rule's name (`alertname`).
     pub fn name(&self) -> &str {
@@ -1050,6 +1074,19 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "`alerts.rules[1].name`: rule \"r\" is already defined by `alerts.rules[0]`"
+        );
+    }
+
+    #[test]
+    fn channels_must_be_configured() {
+        let mut s = spec("requests");
+        s.channels = vec!["pager".into(), "mail".into()];
+        let rules = vec![spec("error_rate").validate(0).unwrap(), s.validate(1).unwrap()];
+        assert_eq!(check_channels(&rules, |c| c == "pager" || c == "mail"), Ok(()));
+        assert_eq!(
+            check_channels(&rules, |c| c == "pager").unwrap_err().to_string(),
+            "`alerts.rules[1].channels[1]` names the channel \"mail\", which is not configured \
+             in `[alerts.channels]`"
         );
     }
 
