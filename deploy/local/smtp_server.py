@@ -95,7 +95,8 @@ def main() -> int:
                 and auth_data.login.decode() == user
                 and auth_data.password.decode() == password
             )
-            return AuthResult(success=ok)
+            # handled=False: aiosmtpd answers 535 itself (its default is to leave that to us).
+            return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     def smtp(implicit_tls: bool) -> SMTP:
         return SMTP(

@@ -317,16 +317,33 @@ fn classify(e: lettre::transport::smtp::Error, timeout: Duration) -> SendError {
         let message = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
         return SendError::Smtp { code: u16::from(code), message };
     }
-    if e.is_timeout() {
+    // A socket read timeout is WouldBlock on Unix, which lettre's is_timeout does not count.
+    if e.is_timeout() || has_io_kind(&e, std::io::ErrorKind::WouldBlock) {
         return SendError::Timeout(timeout);
     }
-    if e.is_tls() || e.is_client() {
+    // A failed TLS handshake (an untrusted or mismatched certificate) surfaces as a network
+    // error whose io::Error is InvalidData: it will fail the same way on every retry.
+    if e.is_tls() || e.is_client() || has_io_kind(&e, std::io::ErrorKind::InvalidData) {
         return SendError::Tls(Box::new(e));
     }
     if e.is_response() {
         return SendError::Transport(Box::new(e));
     }
     SendError::Connect(Box::new(e))
+}
+
+/// Whether an `io::Error` of `kind` is in `e`'s source chain.
+fn has_io_kind(e: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == kind
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 #[cfg(test)]
