@@ -7,10 +7,16 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if command -v prometheus-alertmanager >/dev/null 2>&1; then
-    log "prometheus-alertmanager present ($(prometheus-alertmanager --version 2>&1 | head -n 1))"
-    exit 0
-fi
+present() {
+    if command -v prometheus-alertmanager >/dev/null 2>&1; then
+        log "prometheus-alertmanager present ($(prometheus-alertmanager --version 2>&1 | head -n 1))"
+        exit 0
+    fi
+}
+present
+# Parallel starts install once: wait for another install, then check again.
+lock_install apt
+present
 if [[ "$(id -u)" -ne 0 ]]; then
     die "prometheus-alertmanager is missing and this is not root: run as root, or 'sudo apt-get install -y prometheus-alertmanager'"
 fi
@@ -23,3 +29,4 @@ fi
 apt-get install -y -qq prometheus-alertmanager >&2 || die "apt-get install prometheus-alertmanager failed"
 command -v prometheus-alertmanager >/dev/null 2>&1 || die "prometheus-alertmanager still missing after apt-get install"
 log "installed $(prometheus-alertmanager --version 2>&1 | head -n 1)"
+unlock_install

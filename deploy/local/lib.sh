@@ -150,11 +150,25 @@ stop_instance_main() {
     fi
 }
 
+# lock_install NAME / unlock_install: take and release an exclusive lock
+# ($MODELWATCH_CACHE/NAME.lock on fd 9), so parallel tests that start services install a missing
+# package once instead of racing (pip into one venv, apt-get's dpkg lock). Release it before
+# starting a service: a child would inherit fd 9 and hold the lock for its whole life.
+lock_install() {
+    mkdir -p "$MODELWATCH_CACHE"
+    exec 9>"$MODELWATCH_CACHE/$1.lock"
+    flock 9
+}
+unlock_install() {
+    flock -u 9 2>/dev/null || true
+    exec 9>&-
+}
+
 # spawn LOGFILE PIDFILE CMD...: start CMD in its own session in the background, detached from
 # the caller's terminal and process group, output appended to LOGFILE; writes its pid to PIDFILE.
 spawn() {
     local logfile="$1" pidfile="$2"
     shift 2
-    setsid "$@" </dev/null >>"$logfile" 2>&1 &
+    setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     echo "$!" >"$pidfile"
 }

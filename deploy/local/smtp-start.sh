@@ -64,10 +64,14 @@ done
 # aiosmtpd in the project's venv (the same venv selftest.sh puts confluent-kafka in).
 python="$MODELWATCH_PYVENV/bin/python"
 if ! "$python" -c 'import aiosmtpd' 2>/dev/null; then
+    lock_install pyvenv
+fi
+if ! "$python" -c 'import aiosmtpd' 2>/dev/null; then
     log "installing aiosmtpd into $MODELWATCH_PYVENV"
     [[ -x "$python" ]] || python3 -m venv "$MODELWATCH_PYVENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
     "$MODELWATCH_PYVENV/bin/pip" install -q "aiosmtpd==$MODELWATCH_AIOSMTPD_VERSION" || die "pip install aiosmtpd failed"
 fi
+unlock_install
 
 # A self-signed certificate valid for 127.0.0.1 and localhost, made once per directory.
 mkdir -p "$dir/tls" "$dir/messages" "$dir/tmp"
