@@ -310,8 +310,9 @@ impl Channel for EmailChannel {
 }
 
 /// Maps lettre's SMTP error onto [`SendError`]: 4xx and 5xx replies keep their code (4xx
-/// retryable, 5xx permanent), timeouts and connection or network errors are retryable, TLS
-/// errors and client errors (e.g. the server offers no STARTTLS) permanent.
+/// retryable, 5xx permanent); timeouts (including a socket read timeout) and connection or
+/// network errors are retryable; TLS errors (including a handshake that rejects the
+/// certificate) and client errors (e.g. the server offers no STARTTLS) are permanent.
 fn classify(e: lettre::transport::smtp::Error, timeout: Duration) -> SendError {
     if let Some(code) = e.status() {
         let message = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();

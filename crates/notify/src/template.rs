@@ -174,8 +174,8 @@ fn get<'a>(m: &'a Labels, k: &str) -> &'a str {
     m.get(k).map(String::as_str).unwrap_or("")
 }
 
-/// The fields of one alert's line: (status, rule, model, version, value, threshold, since,
-/// resolved, summary).
+/// The `name=value` fields of one alert's line in `{{alerts}}` (empty values are left out by
+/// the callers): model, version, value, threshold, severity, since, resolved, summary.
 fn alert_fields(a: &Alert) -> [(&'static str, String); 8] {
     [
         ("model", get(&a.labels, label::MODEL).to_owned()),
