@@ -8,7 +8,7 @@
 # Env (flags win): MODELWATCH_SMTP_DIR (default $MODELWATCH_CACHE/run/smtp), MODELWATCH_SMTP_PORT,
 #      MODELWATCH_START_TIMEOUT (default 60 s).
 # DIR holds: messages/*.eml (one file per accepted message, renamed into place when complete,
-# with X-Test-Envelope-From/-To, X-Test-TLS and X-Test-Auth headers prepended), tls/cert.pem and
+# with X-Test-Envelope-From/-To, X-Test-TLS, X-Test-Auth and X-Test-Helo headers prepended), tls/cert.pem and
 # tls/key.pem (a self-signed certificate for 127.0.0.1 and localhost, made by openssl on first
 # start; a client trusts tls/cert.pem as its CA), smtp.log, smtp.pid.
 # Recipients "defer-*@..." get 451, "reject-*@..." get 550 (for error-handling tests).

@@ -5,7 +5,7 @@ Listens on 127.0.0.1 only:
   --tls-port Q   implicit TLS ("SMTPS") when given
 Every accepted message is stored as DIR/messages/<ns>-<n>.eml (written to DIR/tmp first and
 renamed, so a reader never sees a partial file), with test headers prepended:
-  X-Test-Envelope-From, X-Test-Envelope-To, X-Test-TLS (TLS version or "no"), X-Test-Auth (user).
+  X-Test-Envelope-From, X-Test-Envelope-To, X-Test-TLS (TLS version or "no"), X-Test-Auth (user), X-Test-Helo (the EHLO name).
 Recipients whose local part starts with "defer-" get 451 (transient), "reject-" get 550
 (permanent), so clients can test their error handling. --auth USER:PASSWORD requires AUTH
 (PLAIN/LOGIN); on the plain port only after STARTTLS.
@@ -52,6 +52,7 @@ class Store:
             f"X-Test-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n"
             f"X-Test-TLS: {tls}\r\n"
             f"X-Test-Auth: {user}\r\n"
+            f"X-Test-Helo: {session.host_name or ''}\r\n"
         ).encode()
         content = envelope.original_content or envelope.content
         if isinstance(content, str):

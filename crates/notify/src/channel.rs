@@ -154,6 +154,14 @@ pub enum ConfigError {
         /// The key.
         field: &'static str,
     },
+    /// A value outside what the field accepts.
+    #[error("`{field}` {reason}")]
+    Invalid {
+        /// The key.
+        field: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
     /// A URL that is not `http://` or `https://` with a host.
     #[error("`{field}`: '{value}' is not an http(s) URL with a host")]
     Url {

@@ -24,6 +24,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{Message, SmtpTransport, Transport};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -93,6 +94,10 @@ pub struct EmailConfig {
     /// The HTML body template; substituted values are HTML-escaped.
     #[serde(default = "default_html_body")]
     pub html_body: String,
+    /// The name sent with EHLO; default `localhost`. Some relays want the sending host's
+    /// fully qualified name here.
+    #[serde(default)]
+    pub hello_name: Option<String>,
     /// How long each SMTP command may take, e.g. `"30s"`.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -157,6 +162,7 @@ impl EmailConfig {
             subject: default_subject(),
             text_body: default_text_body(),
             html_body: default_html_body(),
+            hello_name: None,
             timeout: default_timeout(),
         }
     }
@@ -181,9 +187,22 @@ impl EmailConfig {
             return Err(ConfigError::Empty { field: "host" });
         }
         if self.port == Some(0) {
-            return Err(ConfigError::Empty { field: "port" });
+            return Err(ConfigError::Invalid {
+                field: "port",
+                reason: "must be a TCP port (1-65535)",
+            });
         }
         check_positive("timeout", self.timeout)?;
+        if self
+            .hello_name
+            .as_ref()
+            .is_some_and(|h| h.trim().is_empty() || h.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::Invalid {
+                field: "hello_name",
+                reason: "must be a host name without spaces",
+            });
+        }
         match (&self.username, &self.password) {
             (Some(_), None) | (None, Some(_)) => return Err(ConfigError::IncompleteCredentials),
             (Some(_), Some(_)) if self.tls == SmtpTls::None => {
@@ -262,6 +281,9 @@ impl EmailChannel {
             .port(port)
             .tls(tls)
             .timeout(Some(config.timeout));
+        if let Some(name) = &config.hello_name {
+            builder = builder.hello_name(ClientId::Domain(name.clone()));
+        }
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             builder =
                 builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
@@ -378,6 +400,15 @@ mod tests {
         c.tls = SmtpTls::None;
         c.ca_file = Some("/x.pem".into());
         assert_eq!(c.validate().unwrap_err(), ConfigError::CaFileWithoutTls);
+        let mut c = config();
+        c.hello_name = Some("my host".into());
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "`hello_name` must be a host name without spaces"
+        );
+        let mut c = config();
+        c.port = Some(0);
+        assert!(matches!(c.validate().unwrap_err(), ConfigError::Invalid { field: "port", .. }));
         let mut c = config();
         c.subject = "{{modle}}".into();
         assert_eq!(c.validate().unwrap_err().to_string(), "`subject`: invalid template");

@@ -93,7 +93,9 @@ fn starttls_delivers_multipart_with_rendered_values() {
 #[test]
 fn plain_smtp_and_implicit_tls() {
     let Some(smtp) = Smtp::start("plain_smtp_and_implicit_tls", None) else { return };
-    build(config(&smtp, SmtpTls::None)).send(&sample("mail")).unwrap();
+    let mut plain = config(&smtp, SmtpTls::None);
+    plain.hello_name = Some("mw-host.example.test".into());
+    build(plain).send(&sample("mail")).unwrap();
     build(config(&smtp, SmtpTls::Tls)).send(&sample("mail")).unwrap();
     let files = smtp.wait_messages(2, Duration::from_secs(5));
     assert_eq!(files.len(), 2);
