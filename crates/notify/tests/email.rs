@@ -51,7 +51,9 @@ fn starttls_delivers_multipart_with_rendered_values() {
     let ch = toml::from_str::<ChannelConfig>(&toml).unwrap().validate().unwrap().build().unwrap();
     assert_eq!(ch.kind(), "email");
     let n = sample("mail");
+    let t0 = Instant::now();
     let d = ch.send(&n).unwrap();
+    eprintln!("email over STARTTLS to the local server: send took {:?}", t0.elapsed());
     assert_eq!(d.code, 250);
     assert!(d.detail.contains("stored as"), "{d:?}");
 

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use modelwatch_notify::{
     AttemptOutcome, Channel, ChannelConfig, GiveUp, Outcome, Retry, RetryPolicy, Secret, SendError,
     WebhookChannel, WebhookConfig, WebhookFormat, ZERO_TIME, deliver_with_retry, rfc3339_ms,
-    thread_sleep, verify_signature,
+    test_notification, thread_sleep, verify_signature,
 };
 use serde_json::json;
 use sha2::Sha256;
@@ -136,6 +136,19 @@ fn alertmanager_format_headers_and_hmac() {
     assert_eq!(alerts[1]["endsAt"], rfc3339_ms(n.alerts[1].ends_at_ms.unwrap()));
     let starts = humantime::parse_rfc3339(alerts[1]["startsAt"].as_str().unwrap()).unwrap();
     assert!(starts < std::time::SystemTime::now());
+}
+
+/// What `modelwatch alerts test` sends: a clearly labelled test alert.
+#[test]
+fn the_test_notification() {
+    let rx = Receiver::start(vec![]);
+    let n = test_notification("ops", "http://modelwatch.test");
+    channel(&rx.url, |_| {}).send(&n).unwrap();
+    let v = rx.next(Duration::from_secs(5)).unwrap().json();
+    assert_eq!(v["status"], "firing");
+    assert_eq!(v["commonLabels"]["alertname"], "ModelwatchTestAlert");
+    assert!(v["commonAnnotations"]["summary"].as_str().unwrap().starts_with("TEST:"));
+    assert_eq!(v["alerts"][0]["labels"]["severity"], "info");
 }
 
 #[test]
