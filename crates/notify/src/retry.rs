@@ -68,7 +68,10 @@ impl RetryPolicy {
     /// Checks the fields (no I/O).
     pub fn validate(self) -> Result<Validated<Self>, ConfigError> {
         if self.max_attempts == 0 {
-            return Err(ConfigError::Empty { field: "max_attempts" });
+            return Err(ConfigError::Invalid {
+                field: "max_attempts",
+                reason: "must be at least 1",
+            });
         }
         if self.max_backoff < self.initial_backoff {
             return Err(ConfigError::BackoffBounds {
@@ -369,7 +372,7 @@ mod tests {
         assert!(matches!(bad.validate(), Err(ConfigError::BackoffBounds { .. })));
         assert_eq!(
             RetryPolicy { max_attempts: 0, ..RetryPolicy::default() }.validate().unwrap_err(),
-            ConfigError::Empty { field: "max_attempts" }
+            ConfigError::Invalid { field: "max_attempts", reason: "must be at least 1" }
         );
     }
 }
