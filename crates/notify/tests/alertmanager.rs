@@ -125,8 +125,9 @@ fn re_sent_firing_alerts_stay_active_and_expire_when_re_sends_stop() {
     let t0 = Instant::now();
     let mut last_push = Instant::now();
     while t0.elapsed() < Duration::from_secs(4) {
-        ch.send(&n).unwrap();
+        // Taken before the push: endsAt = (the push's now) + 2 s is after last_push + 2 s.
         last_push = Instant::now();
+        ch.send(&n).unwrap();
         std::thread::sleep(interval);
         assert!(find(&am, "ResendTest", "v9").is_some(), "active at {:?}", t0.elapsed());
     }
