@@ -68,19 +68,7 @@ log "starting Alertmanager in $dir (port $port, resolve_timeout $resolve_timeout
 spawn "$dir/alertmanager.log" "$pidfile" prometheus-alertmanager \
     "--config.file=$config" "--storage.path=$dir/data" \
     "--web.listen-address=$MODELWATCH_HOST:$port" "--cluster.listen-address=" "--log.level=warn"
-deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
-until ready; do
-    if ! pid_alive "$pidfile" "--config.file=$config" >/dev/null; then
-        log "Alertmanager exited during startup; last log lines:"
-        tail -n 20 "$dir/alertmanager.log" >&2 || true
-        rm -f "$pidfile"
-        die "Alertmanager in $dir failed to start"
-    fi
-    if ((SECONDS >= deadline)); then
-        "$here/alertmanager-stop.sh" --dir "$dir" || true
-        die "Alertmanager in $dir did not become ready within ${MODELWATCH_START_TIMEOUT}s"
-    fi
-    sleep 0.05
-done
+wait_started Alertmanager "$dir" "$pidfile" "--config.file=$config" "$dir/alertmanager.log" \
+    "$here/alertmanager-stop.sh" ready
 log "Alertmanager ready at $url (pid $(cat "$pidfile"), $(($(now_ms) - start)) ms)"
 echo "$url"

@@ -164,6 +164,28 @@ unlock_install() {
     exec 9>&-
 }
 
+# wait_started LABEL DIR PIDFILE MARKER LOGFILE STOP_SCRIPT READY_CMD...: after spawn, polls
+# READY_CMD until it succeeds. Fails with the log's last lines when the process (PIDFILE, MARKER
+# as in pid_alive) exits first; after MODELWATCH_START_TIMEOUT runs STOP_SCRIPT --dir DIR and fails.
+wait_started() {
+    local label="$1" dir="$2" pidfile="$3" marker="$4" logfile="$5" stop="$6" deadline
+    shift 6
+    deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
+    until "$@"; do
+        if ! pid_alive "$pidfile" "$marker" >/dev/null; then
+            log "$label exited during startup; last log lines:"
+            tail -n 20 "$logfile" >&2 || true
+            rm -f "$pidfile"
+            die "$label in $dir failed to start"
+        fi
+        if ((SECONDS >= deadline)); then
+            "$stop" --dir "$dir" || true
+            die "$label in $dir did not become ready within ${MODELWATCH_START_TIMEOUT}s"
+        fi
+        sleep 0.05
+    done
+}
+
 # spawn LOGFILE PIDFILE CMD...: start CMD in its own session in the background, detached from
 # the caller's terminal and process group, output appended to LOGFILE; writes its pid to PIDFILE.
 spawn() {

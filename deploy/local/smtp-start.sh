@@ -79,8 +79,8 @@ if [[ ! -s "$dir/tls/cert.pem" || ! -s "$dir/tls/key.pem" ]]; then
     command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the test certificate"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=modelwatch-test-smtp" \
         -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -addext "basicConstraints=critical,CA:FALSE" \
-        -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" 2>>"$dir/smtp.log" ||
-        die "openssl could not make the certificate (see $dir/smtp.log)"
+        -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" 2>"$dir/tls/openssl.log" ||
+        die "openssl could not make the certificate (see $dir/tls/openssl.log)"
 fi
 
 args=(--dir "$dir" --port "$port" --cert "$dir/tls/cert.pem" --key "$dir/tls/key.pem")
@@ -90,19 +90,7 @@ rm -f "$dir/ready"
 start="$(now_ms)"
 log "starting SMTP server in $dir (port $port, implicit TLS port ${tls_port/#0/-})"
 spawn "$dir/smtp.log" "$pidfile" "$python" -u "$here/smtp_server.py" "${args[@]}"
-deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
-until [[ -f "$dir/ready" ]] && port_open "$port"; do
-    if ! pid_alive "$pidfile" "$marker" >/dev/null; then
-        log "SMTP server exited during startup; last log lines:"
-        tail -n 20 "$dir/smtp.log" >&2 || true
-        rm -f "$pidfile"
-        die "SMTP server in $dir failed to start"
-    fi
-    if ((SECONDS >= deadline)); then
-        "$here/smtp-stop.sh" --dir "$dir" || true
-        die "SMTP server in $dir did not listen within ${MODELWATCH_START_TIMEOUT}s"
-    fi
-    sleep 0.05
-done
+smtp_ready() { [[ -f "$dir/ready" ]] && port_open "$port"; }
+wait_started "SMTP server" "$dir" "$pidfile" "$marker" "$dir/smtp.log" "$here/smtp-stop.sh" smtp_ready
 log "SMTP server ready at $MODELWATCH_HOST:$port (pid $(cat "$pidfile"), $(($(now_ms) - start)) ms)"
 addresses
