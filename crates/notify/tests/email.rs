@@ -213,3 +213,28 @@ fn a_server_that_comes_up_later_gets_the_email_after_retries() {
         t0.elapsed()
     );
 }
+
+/// A server that accepts the connection but never greets: the channel's timeout ends the
+/// attempt, and the error is a retryable timeout.
+#[test]
+fn a_silent_server_times_out_retryably() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(conn);
+    });
+    let mut c =
+        EmailConfig::new("127.0.0.1", "alerts@modelwatch.test", vec!["oncall@example.test".into()]);
+    c.tls = SmtpTls::None;
+    c.port = Some(port);
+    c.timeout = Duration::from_millis(500);
+    let t0 = Instant::now();
+    let err = build(c).send(&sample("mail")).unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(err, SendError::Timeout(d) if d == Duration::from_millis(500)), "{err:?}");
+    assert_eq!(err.retry(), Retry::Retryable);
+    assert!(took >= Duration::from_millis(450) && took < Duration::from_millis(2500), "{took:?}");
+    holder.join().unwrap();
+}
