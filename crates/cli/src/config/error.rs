@@ -205,6 +205,10 @@ pub enum ConfigError {
         /// The value given.
         value: f64,
     },
+    /// An `[alerts]` value refused by the alerting crate (its message names the key, e.g.
+    /// `alerts.rules[1].channels[0]`).
+    #[error(transparent)]
+    Alert(#[from] modelwatch_alert::ConfigError),
     /// A windows, drift, limits or latency value refused by the core (its message names the key).
     #[error(transparent)]
     Core(#[from] modelwatch_core::config::ConfigError),
