@@ -26,6 +26,14 @@ MODELWATCH_BROKER_STORAGE="${MODELWATCH_BROKER_STORAGE:-sqlite}"
 MODELWATCH_CH_HTTP_PORT="${MODELWATCH_CH_HTTP_PORT:-18123}"
 MODELWATCH_CH_TCP_PORT="${MODELWATCH_CH_TCP_PORT:-19000}"
 MODELWATCH_CH_DIR="${MODELWATCH_CH_DIR:-$MODELWATCH_CACHE/run/clickhouse}"
+MODELWATCH_SMTP_PORT="${MODELWATCH_SMTP_PORT:-12525}"
+MODELWATCH_SMTP_DIR="${MODELWATCH_SMTP_DIR:-$MODELWATCH_CACHE/run/smtp}"
+MODELWATCH_AM_PORT="${MODELWATCH_AM_PORT:-19093}"
+MODELWATCH_AM_DIR="${MODELWATCH_AM_DIR:-$MODELWATCH_CACHE/run/alertmanager}"
+
+# The Python venv of the scripts and tests (confluent-kafka, aiosmtpd) and the aiosmtpd version.
+MODELWATCH_PYVENV="${MODELWATCH_PYVENV:-$MODELWATCH_CACHE/pyvenv}"
+MODELWATCH_AIOSMTPD_VERSION="${MODELWATCH_AIOSMTPD_VERSION:-1.4.6}"
 
 # Where services.sh up writes the env lines for tests to source.
 MODELWATCH_SERVICES_ENV="${MODELWATCH_SERVICES_ENV:-$MODELWATCH_CACHE/run/services.env}"
@@ -33,6 +41,8 @@ MODELWATCH_SERVICES_ENV="${MODELWATCH_SERVICES_ENV:-$MODELWATCH_CACHE/run/servic
 # Absolute paths, so pid checks (which match on paths) agree whatever the caller's directory.
 MODELWATCH_BROKER_DIR="$(realpath -m -- "$MODELWATCH_BROKER_DIR")"
 MODELWATCH_CH_DIR="$(realpath -m -- "$MODELWATCH_CH_DIR")"
+MODELWATCH_SMTP_DIR="$(realpath -m -- "$MODELWATCH_SMTP_DIR")"
+MODELWATCH_AM_DIR="$(realpath -m -- "$MODELWATCH_AM_DIR")"
 
 # Seconds to wait for a service to answer after start, and for it to exit after SIGTERM.
 MODELWATCH_START_TIMEOUT="${MODELWATCH_START_TIMEOUT:-60}"
@@ -140,11 +150,47 @@ stop_instance_main() {
     fi
 }
 
+# lock_install NAME / unlock_install: take and release an exclusive lock
+# ($MODELWATCH_CACHE/NAME.lock on fd 9), so parallel tests that start services install a missing
+# package once instead of racing (pip into one venv, apt-get's dpkg lock). Release it before
+# starting a service: a child would inherit fd 9 and hold the lock for its whole life.
+lock_install() {
+    mkdir -p "$MODELWATCH_CACHE"
+    exec 9>"$MODELWATCH_CACHE/$1.lock"
+    flock 9
+}
+unlock_install() {
+    flock -u 9 2>/dev/null || true
+    exec 9>&-
+}
+
+# wait_started LABEL DIR PIDFILE MARKER LOGFILE STOP_SCRIPT READY_CMD...: after spawn, polls
+# READY_CMD until it succeeds. Fails with the log's last lines when the process (PIDFILE, MARKER
+# as in pid_alive) exits first; after MODELWATCH_START_TIMEOUT runs STOP_SCRIPT --dir DIR and fails.
+wait_started() {
+    local label="$1" dir="$2" pidfile="$3" marker="$4" logfile="$5" stop="$6" deadline
+    shift 6
+    deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
+    until "$@"; do
+        if ! pid_alive "$pidfile" "$marker" >/dev/null; then
+            log "$label exited during startup; last log lines:"
+            tail -n 20 "$logfile" >&2 || true
+            rm -f "$pidfile"
+            die "$label in $dir failed to start"
+        fi
+        if ((SECONDS >= deadline)); then
+            "$stop" --dir "$dir" || true
+            die "$label in $dir did not become ready within ${MODELWATCH_START_TIMEOUT}s"
+        fi
+        sleep 0.05
+    done
+}
+
 # spawn LOGFILE PIDFILE CMD...: start CMD in its own session in the background, detached from
 # the caller's terminal and process group, output appended to LOGFILE; writes its pid to PIDFILE.
 spawn() {
     local logfile="$1" pidfile="$2"
     shift 2
-    setsid "$@" </dev/null >>"$logfile" 2>&1 &
+    setsid "$@" </dev/null >>"$logfile" 2>&1 9>&- &
     echo "$!" >"$pidfile"
 }
