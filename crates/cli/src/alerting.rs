@@ -16,6 +16,10 @@
 //!   notifications; a notification that finds its channel's queue full is dropped, counted
 //!   (`outcome="dropped"`) and logged. Each delivery attempt is a delivery row of the `alerts`
 //!   log ([`AlertInstance::delivery_row`](modelwatch_alert::AlertInstance::delivery_row)).
+//!   A channel whose receiver forgets firing alerts that are not re-sent (Alertmanager, see
+//!   [`Deliverer::resend_interval`]) gets the firing alerts of each group's latest notification
+//!   again at that interval until they resolve; these re-sends are counted
+//!   (`outcome="resent"`), not logged.
 //!
 //! On start the worker restores the state machines from the latest state rows of the log and the
 //! notification groups from the recent successful deliveries, so a restart (and the replay that
@@ -34,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use modelwatch_alert::{
-    AlertEvent, AlertState, CanaryPair, Evaluator, Notification, Scheduler, Silence, Silences,
-    WindowRows,
+    AlertEvent, AlertState, CanaryPair, Evaluator, Notification, NotificationStatus, Scheduler,
+    Silence, Silences, WindowRows,
 };
 use modelwatch_clickhouse::rows::{AlertRow, SilenceRow};
 use modelwatch_engine::WrittenWindows;
@@ -131,6 +135,12 @@ pub trait Deliverer: Send + Sync + 'static {
         external_url: &str,
         stop: &AtomicBool,
     ) -> Vec<AttemptRecord>;
+    /// How often a still-firing group must be sent again so that the receiver keeps it (an
+    /// Alertmanager expires alerts that are not re-sent); `None`: the receiver keeps alerts
+    /// until told they resolved.
+    fn resend_interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -468,45 +478,86 @@ struct DeliveryThread {
 
 impl DeliveryThread {
     fn run(self, rx: Receiver<Job>) {
-        while let Ok(job) = rx.recv() {
-            let n = &job.notification;
-            let attempts = self.channel.deliver(n, &self.name, &self.external_url, &self.stop);
-            let now = wall_ms() as u64;
-            let mut rows = Vec::with_capacity(attempts.len() * n.alerts.len());
-            for a in &attempts {
-                let outcome =
-                    ChannelOutcome { channel: self.name.clone(), outcome: a.status.to_owned() };
-                self.metrics.attempts.get_or_create(&outcome).inc();
-                for alert in &n.alerts {
-                    rows.push(alert.delivery_row(
-                        n,
-                        &self.label,
-                        a.number,
-                        a.status,
-                        a.started_at_ms,
-                        now,
-                    ));
+        let resend = self.channel.resend_interval();
+        // Groups whose latest notification has firing alerts, for receivers that need them
+        // re-sent: (their firing alerts, when last sent).
+        let mut firing: BTreeMap<String, (Notification, Instant)> = BTreeMap::new();
+        loop {
+            let job = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(job) = job {
+                self.deliver(&job);
+                if resend.is_some() {
+                    let mut n = job.notification;
+                    n.alerts.retain(|a| a.status == NotificationStatus::Firing);
+                    if n.alerts.is_empty() {
+                        firing.remove(&n.group_key);
+                    } else {
+                        n.status = NotificationStatus::Firing;
+                        firing.insert(n.group_key.clone(), (n, Instant::now()));
+                    }
                 }
             }
-            write_log(&*self.store, &rows, &self.metrics, &self.stop);
-            let sent = attempts.last().is_some_and(|a| a.status == "sent");
-            self.metrics.notification(&self.name, if sent { "sent" } else { "failed" });
-            self.metrics
-                .latency
-                .get_or_create(&ChannelLabel { channel: self.name.clone() })
-                .observe(job.due.elapsed().as_secs_f64());
-            if sent {
-                tracing::info!(
-                    channel = %self.label, group = %n.group_key, status = n.status.as_str(),
-                    alerts = n.alerts.len(), attempts = attempts.len(), "notification sent"
-                );
-            } else {
-                let error = attempts.last().and_then(|a| a.error.clone()).unwrap_or_default();
-                tracing::error!(
-                    channel = %self.label, group = %n.group_key, attempts = attempts.len(),
-                    error, "notification failed"
-                );
+            let Some(every) = resend else { continue };
+            for (n, last) in firing.values_mut() {
+                if last.elapsed() < every || self.stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                *last = Instant::now();
+                let attempts = self.channel.deliver(n, &self.name, &self.external_url, &self.stop);
+                let sent = attempts.last().is_some_and(|a| a.status == "sent");
+                self.metrics
+                    .notification(&self.name, if sent { "resent" } else { "resend_failed" });
+                if !sent {
+                    let error = attempts.last().and_then(|a| a.error.clone()).unwrap_or_default();
+                    tracing::warn!(channel = %self.label, group = %n.group_key, error, "re-sending firing alerts failed");
+                }
             }
+        }
+    }
+
+    /// Delivers one notification and writes a delivery row per attempt and alert.
+    fn deliver(&self, job: &Job) {
+        let n = &job.notification;
+        let attempts = self.channel.deliver(n, &self.name, &self.external_url, &self.stop);
+        let now = wall_ms() as u64;
+        let mut rows = Vec::with_capacity(attempts.len() * n.alerts.len());
+        for a in &attempts {
+            let outcome =
+                ChannelOutcome { channel: self.name.clone(), outcome: a.status.to_owned() };
+            self.metrics.attempts.get_or_create(&outcome).inc();
+            for alert in &n.alerts {
+                rows.push(alert.delivery_row(
+                    n,
+                    &self.label,
+                    a.number,
+                    a.status,
+                    a.started_at_ms,
+                    now,
+                ));
+            }
+        }
+        write_log(&*self.store, &rows, &self.metrics, &self.stop);
+        let sent = attempts.last().is_some_and(|a| a.status == "sent");
+        self.metrics.notification(&self.name, if sent { "sent" } else { "failed" });
+        self.metrics
+            .latency
+            .get_or_create(&ChannelLabel { channel: self.name.clone() })
+            .observe(job.due.elapsed().as_secs_f64());
+        if sent {
+            tracing::info!(
+                channel = %self.label, group = %n.group_key, status = n.status.as_str(),
+                alerts = n.alerts.len(), attempts = attempts.len(), "notification sent"
+            );
+        } else {
+            let error = attempts.last().and_then(|a| a.error.clone()).unwrap_or_default();
+            tracing::error!(
+                channel = %self.label, group = %n.group_key, attempts = attempts.len(),
+                error, "notification failed"
+            );
         }
     }
 }
@@ -603,6 +654,7 @@ mod tests {
     struct Recorder {
         sent: Mutex<Vec<(String, Notification)>>,
         fail_first: u32,
+        resend: Option<Duration>,
     }
 
     impl Deliverer for Recorder {
@@ -628,6 +680,9 @@ mod tests {
                 });
             }
             out
+        }
+        fn resend_interval(&self) -> Option<Duration> {
+            self.resend
         }
     }
 
@@ -773,6 +828,32 @@ url = "http://127.0.0.1:9/"
         // The state row of each notification precedes its delivery rows.
         let first_delivery = rows.iter().position(|r| !r.channel.is_empty()).unwrap();
         assert!(rows[..first_delivery].iter().any(|r| r.state == "firing"));
+    }
+
+    #[test]
+    fn firing_alerts_are_re_sent_to_receivers_that_forget_them_until_resolved() {
+        let store = Arc::new(MemStore::default());
+        let hook =
+            Arc::new(Recorder { resend: Some(Duration::from_millis(400)), ..Recorder::default() });
+        let (tx, w) = worker(&store, &hook);
+        let t0 = wall_ms() - 10_000;
+        tx.send(pair(t0, 250.0)).unwrap();
+        wait_for("two re-sends", || hook.sent.lock().unwrap().len() >= 3);
+        tx.send(pair(t0 + 1000, 100.0)).unwrap();
+        wait_for("the resolution", || {
+            hook.sent.lock().unwrap().iter().any(|(_, n)| n.status == NotificationStatus::Resolved)
+        });
+        std::thread::sleep(Duration::from_millis(1200));
+        drop(tx);
+        w.join();
+        let sent = hook.sent.lock().unwrap();
+        let last = sent.iter().rposition(|(_, n)| n.status == NotificationStatus::Resolved);
+        assert_eq!(last, Some(sent.len() - 1), "nothing re-sent after the resolution");
+        assert!(sent[..sent.len() - 1].iter().all(|(_, n)| n.status == NotificationStatus::Firing));
+        // Re-sends are not logged: one delivery row per notification.
+        let deliveries =
+            store.rows.lock().unwrap().iter().filter(|r| !r.channel.is_empty()).count();
+        assert_eq!(deliveries, 2);
     }
 
     #[test]

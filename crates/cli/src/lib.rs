@@ -2,6 +2,7 @@
 //! ([`http`]) and the wiring of `modelwatch run` ([`serve`]).
 
 pub mod alerting;
+pub mod channels;
 pub mod config;
 pub mod http;
 pub mod serve;

@@ -297,6 +297,10 @@ pub struct AlertsSection {
     /// the tables of channel keys below.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub channels: BTreeMap<String, Table>,
+    /// How a delivery that fails is retried (`[alerts.retry]`); see the table of retry keys
+    /// below. Each attempt is a row of the `alerts` table.
+    #[serde(default, skip_serializing_if = "Table::is_empty")]
+    pub retry: Table,
     /// Silences written in the file (`[[alerts.silences]]` entries); more can be added through
     /// the `silences` table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -337,6 +341,7 @@ impl Default for AlertsSection {
             external_url: default_external_url(),
             rules: Vec::new(),
             channels: BTreeMap::new(),
+            retry: Table::new(),
             silences: Vec::new(),
         }
     }

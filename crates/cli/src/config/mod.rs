@@ -71,8 +71,10 @@ pub struct AlertsConfig {
     pub external_url: String,
     /// The rules, in file order.
     pub rules: Vec<modelwatch_alert::Rule>,
-    /// The channels by name, as written (their keys are checked by the delivery crate).
-    pub channels: BTreeMap<String, toml::Table>,
+    /// The channels by name, checked by the delivery crate.
+    pub channels: BTreeMap<String, modelwatch_notify::Validated<modelwatch_notify::ChannelConfig>>,
+    /// How deliveries are retried.
+    pub retry: modelwatch_notify::Validated<modelwatch_notify::RetryPolicy>,
     /// Silences of the file (ids `config-<index>`).
     pub silences: Vec<modelwatch_alert::Silence>,
 }

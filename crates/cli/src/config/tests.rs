@@ -207,6 +207,15 @@ fn every_bad_value_names_its_key() {
         (&[("alerts.silences", r#"[{ matchers = [], ends_at = "2030-01-01T00:00:00Z" }]"#)], "`alerts.silences[0]`"),
         (&[("alerts.silences", r#"[{ matchers = [{ name = "model", value = "m1" }], starts_at = "2030-01-02T00:00:00Z", ends_at = "2030-01-01T00:00:00Z" }]"#)], "`alerts.silences[0]`"),
         (&[("alerts.silences", r#"[{ matchers = [{ name = "model", value = "m1" }] }]"#)], "`alerts.silences[0]`: missing field `ends_at`"),
+        (&[("alerts.channels.hook.type", r#""pager""#)], "`alerts.channels.hook"),
+        (&[("alerts.channels.hook.type", "<remove>")], "`alerts.channels.hook"),
+        (&[("alerts.channels.hook.url", r#""ftp://x""#)], "`alerts.channels.hook`: `url`: 'ftp://x' is not an http(s) URL"),
+        (&[("alerts.channels.hook.url", "<remove>")], "`alerts.channels.hook`: missing field `url`"),
+        (&[("alerts.channels.hook.urll", r#""http://h/""#)], "unknown field `urll`"),
+        (&[("alerts.channels.hook.timeout", r#""0s""#)], "`alerts.channels.hook`: `timeout` must be longer than zero"),
+        (&[("alerts.channels.hook.headers", r#"{ "Content-Type" = "text/plain" }"#)], "`alerts.channels.hook`: `headers`"),
+        (&[("alerts.retry", "{ max_attempts = 0 }")], "`alerts.retry`"),
+        (&[("alerts.retry", "{ attempts = 3 }")], "`alerts.retry"),
     ];
     assert!(cases.len() >= 15);
     for (edits, expected) in cases {

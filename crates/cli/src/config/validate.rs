@@ -296,13 +296,22 @@ fn alerts(a: AlertsSection) -> Result<AlertsConfig, ConfigError> {
         Some(u) => http_url("alerts.external_url", u)?.to_string(),
         None => String::new(),
     };
+    let channels = a
+        .channels
+        .into_iter()
+        .map(|(name, table)| {
+            let c = crate::channels::validate(&name, table)?;
+            Ok((name, c))
+        })
+        .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
+    let retry = crate::channels::retry_policy(a.retry)?;
     let silences = a
         .silences
         .into_iter()
         .enumerate()
         .map(|(i, s)| silence(i, s))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(AlertsConfig { scheduler, external_url, rules, channels: a.channels, silences })
+    Ok(AlertsConfig { scheduler, external_url, rules, channels, retry, silences })
 }
 
 fn silence(index: usize, s: SilenceEntry) -> Result<modelwatch_alert::Silence, ConfigError> {
