@@ -240,6 +240,20 @@ impl AlertWorker {
             tracing::error!("the alert worker panicked");
         }
     }
+
+    /// Waits at most `timeout` (a sink task still retrying a flush after the engine failed keeps
+    /// the queue open); past it the worker is left to the process exit.
+    pub fn join_timeout(self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                tracing::warn!("the alert worker did not finish in {timeout:?}; not waiting");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.join();
+    }
 }
 
 /// What the worker needs besides its configuration.

@@ -181,9 +181,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         .context("starting the engine thread")?;
     let result = engine.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
     // The engine is gone, and with it the queue: the worker evaluates what is left, delivers
-    // what is due and writes every pending log row.
+    // what is due and writes every pending log row (bounded: deliveries no longer retry once
+    // stopping, but a receiver may take its whole timeout).
     if let Some(w) = alert_worker {
-        w.join();
+        w.join_timeout(Duration::from_secs(60));
     }
     let _ = http_stop_tx.send(());
     if let Some(t) = http_task {
