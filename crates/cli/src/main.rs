@@ -51,10 +51,28 @@ enum Command {
     },
     /// Print the configuration reference (Markdown, as in docs/configuration.md).
     ConfigReference,
+    /// Alerting tools.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Generate synthetic inference and metric traffic into Kafka: several models with a
     /// baseline and a canary, realistic latencies, errors, features, metric events and scripted
     /// incidents, deterministic for a seed. Flags override the options file.
     Gen(GenArgs),
+}
+
+/// `modelwatch alerts ...`.
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Send a clearly labelled test notification (alert `ModelwatchTestAlert`, severity info)
+    /// through every channel of `[alerts.channels]`, with the configured retries, and print each
+    /// outcome. Exit code 1 if any channel failed.
+    Test {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// Options of `modelwatch gen`.
@@ -166,6 +184,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { config } => migrate(&load(&config)?),
+        Command::Alerts { command: AlertsCommand::Test { config } } => {
+            let cfg = load(&config)?;
+            let outcomes = modelwatch::channels::test_all(cfg.alerts());
+            if outcomes.is_empty() {
+                anyhow::bail!("no channel is configured in [alerts.channels]");
+            }
+            let mut out = std::io::stdout().lock();
+            for o in &outcomes {
+                writeln!(out, "{}", o.line())?;
+            }
+            let failed = outcomes.iter().filter(|o| !o.delivered()).count();
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} channel(s) failed", outcomes.len());
+            }
+            Ok(())
+        }
         Command::Run { config } => modelwatch::serve::run(&load(&config)?),
         Command::Gen(args) => {
             let opts = args.options()?;

@@ -13,6 +13,7 @@ use modelwatch_engine::{
 use modelwatch_kafka::{DeadLetterOptions, OffsetReset, SourceOptions};
 use prometheus_client::registry::Registry;
 
+use crate::alerting::{self, AlertMetrics, ClickHouseAlertStore, WorkerContext};
 use crate::config::{self, Config};
 use crate::http::{self, AppState};
 
@@ -107,9 +108,46 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     })?;
 
     let metrics = Arc::new(EngineMetrics::default());
+    let alert_metrics = Arc::new(AlertMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    alert_metrics.register(&mut registry);
     let stop = Arc::new(AtomicBool::new(false));
+
+    // Alerting: restored from the alerts log before the engine hands over its first windows.
+    let mut opts = engine_options(config)?;
+    let alert_worker = if config.alerts().enabled() {
+        let ctx = WorkerContext {
+            store: Arc::new(ClickHouseAlertStore::new(
+                store.clone(),
+                writer.clone(),
+                runtime.handle().clone(),
+            )),
+            channels: crate::channels::build(config.alerts())?,
+            canaries: opts
+                .pipeline
+                .canaries
+                .iter()
+                .map(|c| modelwatch_alert::CanaryPair {
+                    model: c.model.clone(),
+                    baseline: c.baseline.clone(),
+                    canary: c.canary.clone(),
+                })
+                .collect(),
+            caught_up: {
+                let m = Arc::clone(&metrics);
+                Box::new(move || m.caught_up())
+            },
+            metrics: Arc::clone(&alert_metrics),
+            stop: Arc::clone(&stop),
+        };
+        let (tx, worker) = alerting::start(config.alerts(), ctx)?;
+        opts.written = Some(tx);
+        tracing::info!(rules = config.alerts().rules.len(), "alerting enabled");
+        Some(worker)
+    } else {
+        None
+    };
 
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = if config.http().enabled {
@@ -131,7 +169,6 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         });
     }
 
-    let opts = engine_options(config)?;
     let sink = ClickHouseSink::new(writer, Arc::clone(&metrics));
     let handle = runtime.handle().clone();
     let engine_stop = Arc::clone(&stop);
@@ -143,6 +180,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         })
         .context("starting the engine thread")?;
     let result = engine.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    // The engine is gone, and with it the queue: the worker evaluates what is left, delivers
+    // what is due and writes every pending log row (bounded: deliveries no longer retry once
+    // stopping, but a receiver may take its whole timeout).
+    if let Some(w) = alert_worker {
+        w.join_timeout(Duration::from_secs(60));
+    }
     let _ = http_stop_tx.send(());
     if let Some(t) = http_task {
         match runtime.block_on(t) {

@@ -206,3 +206,78 @@ fn usage_errors_exit_2() {
     let out = modelwatch(&["frobnicate"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// An HTTP receiver on 127.0.0.1 answering every request with `status`; returns its port and the
+/// request bodies it got.
+fn receiver(status: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a receiver");
+    let port = listener.local_addr().expect("its address").port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(&stream);
+            let mut len = 0;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                got.lock().expect("bodies").push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let mut w = &stream;
+            let _ =
+                write!(w, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn alerts_test_sends_a_test_notification_through_every_channel() {
+    let (ok_port, ok_bodies) = receiver(200);
+    let (bad_port, _) = receiver(400);
+    let channels = |bad: bool| {
+        let mut text = format!(
+            "{VALID}\n[alerts.channels.good]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{ok_port}/h\"\n"
+        );
+        if bad {
+            text.push_str(&format!(
+                "\n[alerts.channels.broken]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{bad_port}/h\"\n"
+            ));
+        }
+        text
+    };
+    let env = [("CH_PASSWORD", "x")];
+    let path = config_file("alerts-test-ok", &channels(false));
+    let out = modelwatch(&["alerts", "test", "--config", path.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("good (webhook): delivered after 1 attempt(s): 200"),
+        "{}",
+        stdout(&out)
+    );
+    let bodies = ok_bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1);
+    assert!(bodies[0].contains("ModelwatchTestAlert"), "{}", bodies[0]);
+
+    // A receiver answering 400 fails permanently: reported, exit 1, the good one still sent.
+    let path = config_file("alerts-test-bad", &channels(true));
+    let out = modelwatch(&["alerts", "test", "--config", path.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("broken (webhook): FAILED after 1 attempt(s)"), "{text}");
+    assert!(text.contains("good (webhook): delivered"), "{text}");
+    assert!(stderr(&out).contains("1 of 2 channel(s) failed"), "{}", stderr(&out));
+
+    // No channel at all: nothing to test is an error too.
+    let path = config_file("alerts-test-none", VALID);
+    let out = modelwatch(&["alerts", "test", "--config", path.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no channel is configured"), "{}", stderr(&out));
+}

@@ -21,6 +21,6 @@ pub mod topics;
 pub use collect::{CanaryPair, Rows};
 pub use metrics::EngineMetrics;
 pub use pipeline::{Flush, Input, Pipeline, PipelineOptions, RejectKind, Rejection};
-pub use run::{EngineError, EngineOptions, RunReport, run};
+pub use run::{EngineError, EngineOptions, RunReport, WrittenWindows, run};
 pub use sink::{ClickHouseSink, NullSink, Sink, SinkError};
 pub use topics::{TopicKind, Topics};

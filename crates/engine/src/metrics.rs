@@ -75,6 +75,9 @@ pub struct EngineMetrics {
     insert_failures: Family<TableLabel, Counter>,
     last: std::sync::Mutex<(Vec<TopicCounts>, TrackerStats)>,
     last_checkpoint_ms: AtomicI64,
+    /// The latest sampled lag of every assigned partition, for [`EngineMetrics::caught_up`].
+    lags: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
+    windows_dropped: Counter,
     /// Set once the engine consumes (state restored, consumer started).
     pub running: AtomicBool,
     /// Set while the last flush reached the sink (cleared while it fails).
@@ -108,6 +111,8 @@ impl Default for EngineMetrics {
             insert_failures: Family::default(),
             last: std::sync::Mutex::new((Vec::new(), TrackerStats::default())),
             last_checkpoint_ms: AtomicI64::new(0),
+            lags: std::sync::Mutex::default(),
+            windows_dropped: Counter::default(),
             running: AtomicBool::new(false),
             sink_ok: AtomicBool::new(true),
         }
@@ -143,6 +148,12 @@ impl EngineMetrics {
             self.dead_letter_failures.clone(),
         );
         r.register("consumer_lag", "Records behind the partition's end", self.lag.clone());
+        r.register(
+            "alert_flushes_dropped",
+            "Flushes whose window rows the alert worker's full queue could not take (not \
+             evaluated by the alert rules)",
+            self.windows_dropped.clone(),
+        );
         r.register("panes_closed", "Panes closed", self.panes_closed.clone());
         r.register("windows_emitted", "Windows emitted", self.windows_emitted.clone());
         r.register(
@@ -275,12 +286,32 @@ impl EngineMetrics {
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
         let l = PartitionLabel { topic: topic.to_owned(), partition: partition.to_string() };
         self.lag.get_or_create(&l).set(lag);
+        if let Ok(mut lags) = self.lags.lock() {
+            lags.insert((topic.to_owned(), partition), lag);
+        }
     }
 
     /// Forgets the lag of a partition that left.
     pub fn remove_lag(&self, topic: &str, partition: i32) {
         let l = PartitionLabel { topic: topic.to_owned(), partition: partition.to_string() };
         self.lag.remove(&l);
+        if let Ok(mut lags) = self.lags.lock() {
+            lags.remove(&(topic.to_owned(), partition));
+        }
+    }
+
+    /// Whether the consumer is caught up: at least one partition's lag was sampled, and the
+    /// latest sample of every partition with a sample is zero. (A partition assigned since the
+    /// last sample, every `lag_interval`, is not known yet.) `absent` alert rules are judged
+    /// only then, so a backlog is not taken for silence.
+    pub fn caught_up(&self) -> bool {
+        self.lags.lock().is_ok_and(|l| !l.is_empty() && l.values().all(|&lag| lag == 0))
+    }
+
+    /// The window rows of a flush could not be handed to the alert worker (its queue was full):
+    /// those windows are not evaluated by the alert rules.
+    pub fn alert_windows_dropped(&self) {
+        self.windows_dropped.inc();
     }
 
     /// Records sent to the dead-letter topic, and those that could not be.

@@ -26,11 +26,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use modelwatch_clickhouse::Store;
+use modelwatch_clickhouse::rows::{DriftScoreRow, MetricStatsRow, WindowStatsRow};
 use modelwatch_core::bins::FrozenLayout;
 use modelwatch_core::metrics::CounterSeries;
 use modelwatch_core::tracker::{PartitionCheckpoint, ReferenceSnapshot};
@@ -68,6 +69,21 @@ pub struct EngineOptions {
     pub tick_interval: Duration,
     /// How often consumer lag is sampled.
     pub lag_interval: Duration,
+    /// Where the window rows of every written flush go (the alert worker), if anywhere. Bounded:
+    /// when it is full the rows of that flush are dropped and counted
+    /// (`modelwatch_alert_flushes_dropped`), so a stuck consumer never stalls the pipeline.
+    pub written: Option<SyncSender<WrittenWindows>>,
+}
+
+/// The rows of closed windows of one flush, handed over after the sink wrote them durably.
+#[derive(Debug, Clone, Default)]
+pub struct WrittenWindows {
+    /// `window_stats` rows.
+    pub window_stats: Vec<WindowStatsRow>,
+    /// `metric_stats` rows.
+    pub metric_stats: Vec<MetricStatsRow>,
+    /// `drift_scores` rows.
+    pub drift_scores: Vec<DriftScoreRow>,
 }
 
 impl EngineOptions {
@@ -89,6 +105,7 @@ impl EngineOptions {
             max_in_flight: 4,
             tick_interval: Duration::from_millis(200),
             lag_interval: Duration::from_secs(5),
+            written: None,
         }
     }
 }
@@ -259,7 +276,7 @@ pub fn run<S: Sink>(
 
     let (flush_tx, flush_rx) = tokio::sync::mpsc::channel::<Flush>(opts.max_in_flight.max(1));
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>();
-    rt.spawn(sink_task(sink, flush_rx, ack_tx, Arc::clone(&metrics)));
+    rt.spawn(sink_task(sink, flush_rx, ack_tx, Arc::clone(&metrics), opts.written.clone()));
 
     let positions: Positions = Arc::default();
     let highs: HighWatermarks = Arc::default();
@@ -319,6 +336,7 @@ async fn sink_task<S: Sink>(
     mut flushes: tokio::sync::mpsc::Receiver<Flush>,
     acks: Sender<Ack>,
     metrics: Arc<EngineMetrics>,
+    written: Option<SyncSender<WrittenWindows>>,
 ) {
     while let Some(flush) = flushes.recv().await {
         let mut backoff = Duration::from_millis(200);
@@ -326,7 +344,7 @@ async fn sink_task<S: Sink>(
             match sink.write(&flush).await {
                 Ok(()) => {
                     metrics.sink_ok.store(true, Ordering::Relaxed);
-                    break Ok(flush.commits);
+                    break Ok(());
                 }
                 Err(e @ SinkError::Permanent(_)) => break Err(e),
                 Err(e) => {
@@ -337,9 +355,42 @@ async fn sink_task<S: Sink>(
                 }
             }
         };
+        let Flush { rows, commits, .. } = flush;
+        if result.is_ok()
+            && let Some(tx) = &written
+        {
+            hand_over_windows(tx, rows, &metrics);
+        }
+        let result = result.map(|()| commits);
         let failed = result.is_err();
         if acks.send(Ack { result }).is_err() || failed {
             return;
+        }
+    }
+}
+
+/// Gives the window rows of a written flush to the alert worker without waiting.
+fn hand_over_windows(
+    tx: &SyncSender<WrittenWindows>,
+    rows: crate::collect::Rows,
+    metrics: &EngineMetrics,
+) {
+    let w = WrittenWindows {
+        window_stats: rows.window_stats,
+        metric_stats: rows.metric_stats,
+        drift_scores: rows.drift_scores,
+    };
+    if w.window_stats.is_empty() && w.metric_stats.is_empty() && w.drift_scores.is_empty() {
+        return;
+    }
+    match tx.try_send(w) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Full(w)) => {
+            metrics.alert_windows_dropped();
+            tracing::warn!(
+                windows = w.window_stats.len(),
+                "the alert worker is behind: the windows of this flush are not evaluated"
+            );
         }
     }
 }

@@ -205,6 +205,20 @@ pub enum ConfigError {
         /// The value given.
         value: f64,
     },
+    /// An `[alerts]` value refused by the alerting crate (its message names the key, e.g.
+    /// `alerts.rules[1].channels[0]`).
+    #[error(transparent)]
+    Alert(#[from] modelwatch_alert::ConfigError),
+    /// An `[alerts.channels.NAME]` or `[alerts.retry]` value refused by the delivery crate (its
+    /// message names the key within the table).
+    #[error("`{key}`")]
+    Channel {
+        /// The table, e.g. `alerts.channels.oncall`.
+        key: String,
+        /// What is wrong.
+        #[source]
+        source: modelwatch_notify::ConfigError,
+    },
     /// A windows, drift, limits or latency value refused by the core (its message names the key).
     #[error(transparent)]
     Core(#[from] modelwatch_core::config::ConfigError),

@@ -11,12 +11,14 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+use modelwatch_alert::{Matcher, RuleSpec, SchedulerSpec};
 use modelwatch_codec::Format;
 use modelwatch_core::{
     config::{DriftSpec, Limits, WindowSpec},
     latency::LatencySpec,
 };
 use serde::{Deserialize, Serialize};
+use toml::Table;
 
 use super::duration;
 
@@ -51,6 +53,9 @@ pub struct ConfigFile {
     /// Canary pairs (`[[canary]]` entries).
     #[serde(default, rename = "canary", skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<CanaryEntry>,
+    /// Alert rules, delivery channels and notification timing.
+    #[serde(default)]
+    pub alerts: AlertsSection,
 }
 
 /// `[kafka]`: the consumer group that reads inference logs and metric events.
@@ -258,6 +263,90 @@ pub struct CanaryEntry {
     pub expected_share: Option<f64>,
 }
 
+/// `[alerts]`: alert rules evaluated on every closed window, the channels that receive their
+/// notifications, and when notifications are sent. Alerts of one rule and one model form a group
+/// that is notified as one (Alertmanager's grouping). Without rules nothing is evaluated or sent.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// How long a new group waits for more alerts before its first notification, so a burst of
+    /// alerts becomes one notification.
+    #[serde(default = "default_group_wait", with = "duration")]
+    pub group_wait: Duration,
+    /// How often a group may be notified of changes (new, resolved or re-firing alerts); at
+    /// least 1s.
+    #[serde(default = "default_group_interval", with = "duration")]
+    pub group_interval: Duration,
+    /// How often a group whose alerts keep firing unchanged is notified again.
+    #[serde(default = "default_repeat_interval", with = "duration")]
+    pub repeat_interval: Duration,
+    /// Firing alerts whose latest evaluated window ended longer ago than this (wall clock) are
+    /// not notified: results of catching up on old data (a replay, a backlog). They are still
+    /// written to the `alerts` table. Resolutions of alerts that were notified firing are always
+    /// sent.
+    #[serde(default = "default_max_notification_age", with = "duration")]
+    pub max_notification_age: Duration,
+    /// A link back to modelwatch (or a dashboard) put in every notification (`externalURL` of
+    /// the Alertmanager webhook format, `generatorURL` of its alerts). Unset: empty.
+    #[serde(default = "default_external_url", skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+    /// The rules (`[[alerts.rules]]` entries); see the table of rule keys below.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
+    /// The delivery channels by name (`[alerts.channels.NAME]` tables, each with a `type`); see
+    /// the tables of channel keys below.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, Table>,
+    /// How a delivery that fails is retried (`[alerts.retry]`); see the table of retry keys
+    /// below. Each attempt is a row of the `alerts` table.
+    #[serde(default, skip_serializing_if = "Table::is_empty")]
+    pub retry: Table,
+    /// Silences written in the file (`[[alerts.silences]]` entries); more can be added through
+    /// the `silences` table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<SilenceEntry>,
+}
+
+/// `[[alerts.silences]]`: a silence set in the configuration file. A firing alert whose labels
+/// satisfy every matcher is not notified while the silence is active; it is still written to the
+/// `alerts` table, and its resolution is still sent if it was notified firing before.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceEntry {
+    /// Label matchers, all of which must hold, e.g. `[{ name = "model", value = "fraud" }]`.
+    /// Keys: `name`, `value`, `is_regex` (default false; true: `value` is an anchored regular
+    /// expression) and `is_equal` (default true; false negates). Matchers that every alert
+    /// would satisfy are refused.
+    pub matchers: Vec<Matcher>,
+    /// When the silence starts, RFC 3339 UTC (`"2026-11-22T12:00:00Z"`). Unset: at once.
+    #[serde(default = "default_silence_starts_at", skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    /// When the silence ends, RFC 3339 UTC; after `starts_at`.
+    pub ends_at: String,
+    /// Who set the silence.
+    #[serde(default = "default_silence_created_by")]
+    pub created_by: String,
+    /// Why.
+    #[serde(default = "default_silence_comment")]
+    pub comment: String,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            group_wait: default_group_wait(),
+            group_interval: default_group_interval(),
+            repeat_interval: default_repeat_interval(),
+            max_notification_age: default_max_notification_age(),
+            external_url: default_external_url(),
+            rules: Vec::new(),
+            channels: BTreeMap::new(),
+            retry: Table::new(),
+            silences: Vec::new(),
+        }
+    }
+}
+
 impl Default for KafkaSection {
     fn default() -> Self {
         Self {
@@ -457,4 +546,28 @@ fn default_auth_token() -> Option<String> {
 }
 fn default_expected_share() -> Option<f64> {
     None
+}
+fn default_group_wait() -> Duration {
+    SchedulerSpec::default().group_wait
+}
+fn default_group_interval() -> Duration {
+    SchedulerSpec::default().group_interval
+}
+fn default_repeat_interval() -> Duration {
+    SchedulerSpec::default().repeat_interval
+}
+fn default_max_notification_age() -> Duration {
+    SchedulerSpec::default().max_notification_age
+}
+fn default_external_url() -> Option<String> {
+    None
+}
+fn default_silence_starts_at() -> Option<String> {
+    None
+}
+fn default_silence_created_by() -> String {
+    "config".to_owned()
+}
+fn default_silence_comment() -> String {
+    String::new()
 }

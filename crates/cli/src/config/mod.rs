@@ -38,8 +38,9 @@ use url::Url;
 pub use env::Environment;
 pub use error::ConfigError;
 pub use file::{
-    CanaryEntry, ClickHouseSection, ConfigFile, DriftSection, HttpSection, KafkaSection,
-    LatencySection, LimitsSection, OffsetReset, PipelineSection, WindowsSection,
+    AlertsSection, CanaryEntry, ClickHouseSection, ConfigFile, DriftSection, HttpSection,
+    KafkaSection, LatencySection, LimitsSection, OffsetReset, PipelineSection, SilenceEntry,
+    WindowsSection,
 };
 pub use secret::Secret;
 pub use validate::MIN_AUTH_TOKEN_LEN;
@@ -56,6 +57,33 @@ pub struct Config {
     http: HttpConfig,
     pipeline: PipelineConfig,
     canaries: Vec<CanaryPair>,
+    alerts: AlertsConfig,
+}
+
+/// Validated `[alerts]`: rules checked and compiled, every channel a rule names configured,
+/// timings accepted by the scheduler, silences compiled.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AlertsConfig {
+    /// Notification timing.
+    pub scheduler: modelwatch_alert::SchedulerSpec,
+    /// Link back to modelwatch in notifications (may be empty).
+    pub external_url: String,
+    /// The rules, in file order.
+    pub rules: Vec<modelwatch_alert::Rule>,
+    /// The channels by name, checked by the delivery crate.
+    pub channels: BTreeMap<String, modelwatch_notify::Validated<modelwatch_notify::ChannelConfig>>,
+    /// How deliveries are retried.
+    pub retry: modelwatch_notify::Validated<modelwatch_notify::RetryPolicy>,
+    /// Silences of the file (ids `config-<index>`).
+    pub silences: Vec<modelwatch_alert::Silence>,
+}
+
+impl AlertsConfig {
+    /// Whether any rule is configured (without rules the alert worker does not run).
+    pub fn enabled(&self) -> bool {
+        !self.rules.is_empty()
+    }
 }
 
 /// Validated `[kafka]`.
@@ -193,6 +221,10 @@ impl Config {
     pub fn canaries(&self) -> &[CanaryPair] {
         &self.canaries
     }
+    /// `[alerts]`.
+    pub fn alerts(&self) -> &AlertsConfig {
+        &self.alerts
+    }
     /// The configured canary pair of a model.
     pub fn canary_of(&self, model: &str) -> Option<&CanaryPair> {
         self.canaries.iter().find(|c| c.model == model)
@@ -303,6 +335,23 @@ impl fmt::Display for Summary<'_> {
             writeln!(f, "http: listening on {}; auth token {token}", c.http.listen)?;
         } else {
             writeln!(f, "http: disabled")?;
+        }
+        let a = &c.alerts;
+        if a.enabled() {
+            writeln!(
+                f,
+                "alerts: {} rule(s), channels {}, {} silence(s); group wait {}, interval {}, \
+                 repeat {}, max age {}",
+                a.rules.len(),
+                list(&a.channels.keys().cloned().collect::<Vec<_>>()),
+                a.silences.len(),
+                humantime::format_duration(a.scheduler.group_wait),
+                humantime::format_duration(a.scheduler.group_interval),
+                humantime::format_duration(a.scheduler.repeat_interval),
+                humantime::format_duration(a.scheduler.max_notification_age),
+            )?;
+        } else {
+            writeln!(f, "alerts: no rules")?;
         }
         if c.canaries.is_empty() {
             write!(f, "canaries: none configured (pairs come from the `route` attribute)")?;

@@ -9,8 +9,9 @@
 //! and the file's value of an overridden key is dropped before substitution, so its `${VAR}`
 //! references need no variable.
 //!
-//! Not overridable: `[kafka.properties]` (use `${VAR}` in the file) and `[[canary]]` entries,
-//! whose index in a list has no stable environment name. A `MODELWATCH_` variable that names a
+//! Not overridable: `[kafka.properties]` (use `${VAR}` in the file), `[[canary]]` entries,
+//! whose index in a list has no stable environment name, and the rules, channels and silences
+//! of `[alerts]` (use `${VAR}` for their secrets). A `MODELWATCH_` variable that names a
 //! section but no overridable key of it is an error, so a misspelt override is never silently
 //! ignored; `MODELWATCH_` variables naming no section are left alone (other tools may use them).
 
@@ -72,11 +73,26 @@ pub const OVERRIDABLE: &[(&str, &str, KeyKind)] = &[
     ("pipeline", "flush_interval", KeyKind::Duration),
     ("pipeline", "flush_rows", KeyKind::Integer),
     ("pipeline", "max_in_flight", KeyKind::Integer),
+    ("alerts", "group_wait", KeyKind::Duration),
+    ("alerts", "group_interval", KeyKind::Duration),
+    ("alerts", "repeat_interval", KeyKind::Duration),
+    ("alerts", "max_notification_age", KeyKind::Duration),
+    ("alerts", "external_url", KeyKind::String),
 ];
 
 /// The sections of the file, as in `OVERRIDABLE`, plus `canary` (never overridable).
-const SECTIONS: &[&str] =
-    &["kafka", "clickhouse", "windows", "drift", "limits", "latency", "http", "pipeline", "canary"];
+const SECTIONS: &[&str] = &[
+    "kafka",
+    "clickhouse",
+    "windows",
+    "drift",
+    "limits",
+    "latency",
+    "http",
+    "pipeline",
+    "canary",
+    "alerts",
+];
 
 /// The variable that overrides `section.key`.
 pub fn variable_name(section: &str, key: &str) -> String {

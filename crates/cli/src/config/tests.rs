@@ -20,10 +20,34 @@ fn no_env() -> Environment {
     Environment::default()
 }
 
-/// `MINIMAL` plus two canary entries, with `edits` applied: (dotted path, TOML literal or
-/// `"<remove>"`). Paths are `section.key` or `canary.INDEX.key`.
+/// Two valid rules and the channel they name, for [`with`].
+const ALERTS: &str = r#"
+[[rules]]
+name = "r0"
+metric = "latency_p99_ms"
+op = ">"
+threshold = 250.0
+channels = ["hook"]
+
+[[rules]]
+name = "r1"
+metric = "latency_p99_ms"
+relative_to = "baseline"
+op = ">"
+threshold = 1.5
+channels = ["hook"]
+
+[channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+"#;
+
+/// `MINIMAL` plus two canary entries and `[alerts]` with two rules and a channel, with `edits`
+/// applied: (dotted path, TOML literal or `"<remove>"`). Paths are `section.key`,
+/// `canary.INDEX.key`, `alerts.rules.INDEX.key` or `alerts.channels.NAME.key`.
 fn with(edits: &[(&str, &str)]) -> String {
     let mut doc: Table = MINIMAL.parse().unwrap();
+    doc.insert("alerts".into(), Value::Table(ALERTS.parse().unwrap()));
     let canaries: Value = r#"v = [
         { model = "m1", baseline = "v1", canary = "v2", expected_share = 0.1 },
         { model = "m2", baseline = "v1", canary = "v2" },
@@ -42,6 +66,12 @@ fn with(edits: &[(&str, &str)]) -> String {
             }
             ["canary", i] => {
                 doc["canary"].as_array_mut().unwrap()[i.parse::<usize>().unwrap()].as_table_mut()
+            }
+            ["alerts", "rules", i] => doc["alerts"]["rules"].as_array_mut().unwrap()
+                [i.parse::<usize>().unwrap()]
+            .as_table_mut(),
+            ["alerts", "channels", name] => {
+                doc["alerts"]["channels"].get_mut(*name).unwrap().as_table_mut()
             }
             [] => Some(&mut doc),
             _ => None,
@@ -158,6 +188,34 @@ fn every_bad_value_names_its_key() {
         (&[("canary.0.model", r#""""#)], "`canary[0].model`"),
         (&[("canary.1.baseline", "<remove>")], "`canary[1]`: missing field `baseline`"),
         (&[("canary", "{ model = \"m\" }")], "`canary`: invalid type"),
+        (&[("alerts.group_wait", r#""soon""#)], "`alerts.group_wait`: invalid duration"),
+        (&[("alerts.group_interval", r#""500ms""#)], "`alerts.group_interval` is \"500ms\"; expected at least 1s"),
+        (&[("alerts.repeat_interval", r#""1500us""#)], "`alerts.repeat_interval` must be a whole number of milliseconds"),
+        (&[("alerts.max_notification_age", "900")], "`alerts.max_notification_age`: invalid type"),
+        (&[("alerts.external_url", r#""ftp://x""#)], "`alerts.external_url` must be an http or https url"),
+        (&[("alerts.rules.1.channels", r#"["hook", "pager"]"#)], "`alerts.rules[1].channels[1]` names the channel \"pager\", which is not configured"),
+        (&[("alerts.channels", "{}")], "`alerts.rules[0].channels[0]` names the channel \"hook\""),
+        (&[("alerts.rules.0.name", r#""r1""#)], "`alerts.rules[1].name`: rule \"r1\" is already defined by `alerts.rules[0]`"),
+        (&[("alerts.rules.0.threshold", "<remove>")], "`alerts.rules[0].threshold` is required"),
+        (&[("alerts.rules.1.metric", r#""latency_p98_ms""#)], "`alerts.rules[1].metric`"),
+        (&[("alerts.rules.0.op", r#""=>""#)], "`alerts.rules[0].op`: unknown variant `=>`"),
+        (&[("alerts.rules.0.fro", r#""1m""#)], "`alerts.rules[0].fro`: unknown field `fro`"),
+        (&[("alerts.rules.0.for", r#""a while""#)], "`alerts.rules[0].for`: invalid duration"),
+        (&[("alerts.rules.0.annotations", r#"{ summary = "{{nope}}" }"#)], "`alerts.rules[0].annotations.summary` uses the unknown placeholder {{nope}}"),
+        (&[("alerts.rules.1.compare", r#""quotient""#)], "`alerts.rules[1].compare`: unknown variant"),
+        (&[("alerts.silences", r#"[{ matchers = [{ name = "model", value = "m1" }], ends_at = "tomorrow" }]"#)], "`alerts.silences[0].ends_at`: \"tomorrow\" is not an RFC 3339"),
+        (&[("alerts.silences", r#"[{ matchers = [], ends_at = "2030-01-01T00:00:00Z" }]"#)], "`alerts.silences[0]`"),
+        (&[("alerts.silences", r#"[{ matchers = [{ name = "model", value = "m1" }], starts_at = "2030-01-02T00:00:00Z", ends_at = "2030-01-01T00:00:00Z" }]"#)], "`alerts.silences[0]`"),
+        (&[("alerts.silences", r#"[{ matchers = [{ name = "model", value = "m1" }] }]"#)], "`alerts.silences[0]`: missing field `ends_at`"),
+        (&[("alerts.channels.hook.type", r#""pager""#)], "`alerts.channels.hook"),
+        (&[("alerts.channels.hook.type", "<remove>")], "`alerts.channels.hook"),
+        (&[("alerts.channels.hook.url", r#""ftp://x""#)], "`alerts.channels.hook`: `url`: 'ftp://x' is not an http(s) URL"),
+        (&[("alerts.channels.hook.url", "<remove>")], "`alerts.channels.hook`: missing field `url`"),
+        (&[("alerts.channels.hook.urll", r#""http://h/""#)], "unknown field `urll`"),
+        (&[("alerts.channels.hook.timeout", r#""0s""#)], "`alerts.channels.hook`: `timeout` must be longer than zero"),
+        (&[("alerts.channels.hook.headers", r#"{ "Content-Type" = "text/plain" }"#)], "`alerts.channels.hook`: `headers`"),
+        (&[("alerts.retry", "{ max_attempts = 0 }")], "`alerts.retry`"),
+        (&[("alerts.retry", "{ attempts = 3 }")], "`alerts.retry"),
     ];
     assert!(cases.len() >= 15);
     for (edits, expected) in cases {
@@ -374,6 +432,41 @@ fn canaries_and_properties_are_not_overridable() {
     }
 }
 
+/// The example's alerting block, enabled: its lines between the markers without their `# `.
+fn example_with_alerting() -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in EXAMPLE.lines() {
+        if line.starts_with("# BEGIN example alerting") {
+            inside = true;
+        } else if line.starts_with("# END example alerting") {
+            inside = false;
+        } else if inside {
+            out.push_str(line.strip_prefix("# ").unwrap_or(line.trim_start_matches('#')));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_example_alerting_block_validates_when_enabled() {
+    let c = Config::from_toml_str(EXAMPLE, &no_env()).unwrap();
+    assert!(!c.alerts().enabled(), "the example sends nothing unless enabled");
+    let env: Environment =
+        [("ALERT_WEBHOOK_SECRET", "s3cret"), ("SMTP_PASSWORD", "pw")].into_iter().collect();
+    let c = Config::from_toml_str(&example_with_alerting(), &env).unwrap();
+    let a = c.alerts();
+    assert_eq!(a.rules.len(), 2);
+    assert_eq!(a.rules[0].name(), "canary_latency_regression");
+    assert_eq!(a.channels.keys().collect::<Vec<_>>(), ["oncall", "team-mail"]);
+    assert_eq!(a.silences.len(), 1);
+    assert_eq!(a.scheduler.group_wait, std::time::Duration::from_secs(30));
+    assert_eq!(a.external_url, "http://localhost:3000/d/modelwatch");
+}
+
 #[test]
 fn the_example_file_validates() {
     let c = Config::from_toml_str(EXAMPLE, &no_env()).unwrap();
@@ -418,6 +511,7 @@ fn the_example_and_the_override_table_cover_every_key() {
             ("kafka", "dead_letter_topic" | "schema_registry_url" | "schema_dir")
                 | ("clickhouse", "url")
                 | ("http", "auth_token")
+                | ("alerts", "external_url")
         );
         assert_eq!(defaults[*section].get(*key).is_some(), !optional, "{section}.{key}");
     }

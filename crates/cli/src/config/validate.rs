@@ -12,9 +12,12 @@ use modelwatch_core::{
 use url::Url;
 
 use super::{
-    CanaryPair, ClickHouseConfig, Config, ConfigError, ConfigFile, HttpConfig, KafkaConfig,
-    PipelineConfig, Secret,
-    file::{CanaryEntry, ClickHouseSection, HttpSection, KafkaSection, PipelineSection},
+    AlertsConfig, CanaryPair, ClickHouseConfig, Config, ConfigError, ConfigFile, HttpConfig,
+    KafkaConfig, PipelineConfig, Secret,
+    file::{
+        AlertsSection, CanaryEntry, ClickHouseSection, HttpSection, KafkaSection, PipelineSection,
+        SilenceEntry,
+    },
 };
 
 /// The shortest accepted `http.auth_token`.
@@ -60,7 +63,8 @@ impl ConfigFile {
         let http = http(self.http)?;
         let pipeline = pipeline(self.pipeline)?;
         let canaries = canaries(self.canaries)?;
-        Ok(Config { kafka, clickhouse, core, http, pipeline, canaries })
+        let alerts = alerts(self.alerts)?;
+        Ok(Config { kafka, clickhouse, core, http, pipeline, canaries, alerts })
     }
 }
 
@@ -270,6 +274,74 @@ fn canaries(entries: Vec<CanaryEntry>) -> Result<Vec<CanaryPair>, ConfigError> {
         });
     }
     Ok(pairs)
+}
+
+fn alerts(a: AlertsSection) -> Result<AlertsConfig, ConfigError> {
+    let scheduler = modelwatch_alert::SchedulerSpec {
+        group_wait: a.group_wait,
+        group_interval: a.group_interval,
+        repeat_interval: a.repeat_interval,
+        max_notification_age: a.max_notification_age,
+    };
+    let rules = modelwatch_alert::validate_rules(&a.rules)?;
+    // The scheduler's own checks of the timings (whole milliseconds, group_interval >= 1s).
+    modelwatch_alert::Scheduler::new(&scheduler, &rules)?;
+    for name in a.channels.keys() {
+        if name.trim().is_empty() {
+            return Err(ConfigError::Empty { key: "alerts.channels".to_owned() });
+        }
+    }
+    modelwatch_alert::check_channels(&rules, |c| a.channels.contains_key(c))?;
+    let external_url = match &a.external_url {
+        Some(u) => http_url("alerts.external_url", u)?.to_string(),
+        None => String::new(),
+    };
+    let channels = a
+        .channels
+        .into_iter()
+        .map(|(name, table)| {
+            let c = crate::channels::validate(&name, table)?;
+            Ok((name, c))
+        })
+        .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
+    let retry = crate::channels::retry_policy(a.retry)?;
+    let silences = a
+        .silences
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| silence(i, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AlertsConfig { scheduler, external_url, rules, channels, retry, silences })
+}
+
+fn silence(index: usize, s: SilenceEntry) -> Result<modelwatch_alert::Silence, ConfigError> {
+    let time = |field: &str, value: &str| {
+        humantime::parse_rfc3339(value)
+            .map(|t| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+            .map_err(|e| ConfigError::Invalid {
+                key: format!("alerts.silences[{index}].{field}"),
+                message: format!(
+                    "{value:?} is not an RFC 3339 UTC time such as \"2026-11-22T12:00:00Z\" ({e})"
+                ),
+            })
+    };
+    let starts = match &s.starts_at {
+        Some(v) => time("starts_at", v)?,
+        None => 0,
+    };
+    let ends = time("ends_at", &s.ends_at)?;
+    modelwatch_alert::Silence::new(
+        format!("config-{index}"),
+        s.matchers,
+        starts,
+        ends,
+        s.created_by,
+        s.comment,
+    )
+    .map_err(|e| ConfigError::Invalid {
+        key: format!("alerts.silences[{index}]"),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,906 @@
+//! The alert worker of `modelwatch run`: the rows of written windows through the rule
+//! evaluator and the notification scheduler to the delivery channels.
+//!
+//! Threads and queues:
+//! - The engine's sink task hands the window rows of every flush that ClickHouse acknowledged to
+//!   the worker over a bounded queue ([`QUEUE_FLUSHES`] flushes); when it is full the rows of
+//!   that flush are dropped and counted (`modelwatch_alert_flushes_dropped`), so alerting never
+//!   stalls the pipeline. The worker only evaluates and writes the `alerts` log, so it keeps up
+//!   unless ClickHouse itself is stuck (and then the pipeline is paused too).
+//! - The worker thread evaluates ([`Evaluator::observe`], and [`Evaluator::tick`] every
+//!   [`TICK`] for `absent` rules, told whether the consumer is caught up), writes every state
+//!   change to the `alerts` log **before** pushing it into the [`Scheduler`] (the log is the
+//!   record that a restart restores from), and hands due notifications to the channels.
+//! - Every channel has a delivery thread of its own behind a bounded queue
+//!   ([`QUEUE_NOTIFICATIONS`]), so a slow or failing receiver delays only its own
+//!   notifications; a notification that finds its channel's queue full is dropped, counted
+//!   (`outcome="dropped"`) and logged. Each delivery attempt is a delivery row of the `alerts`
+//!   log ([`AlertInstance::delivery_row`](modelwatch_alert::AlertInstance::delivery_row)).
+//!   A channel whose receiver forgets firing alerts that are not re-sent (Alertmanager, see
+//!   [`Deliverer::resend_interval`]) gets the firing alerts of each group's latest notification
+//!   again at that interval until they resolve; these re-sends are counted
+//!   (`outcome="resent"`), not logged.
+//!
+//! On start the worker restores the state machines from the latest state rows of the log and the
+//! notification groups from the recent successful deliveries, so a restart (and the replay that
+//! follows it) does not notify again what was already delivered.
+//!
+//! Shutdown: when the engine has stopped (its queue is closed) the worker evaluates what is left,
+//! then closes the channel queues; the delivery threads finish what they hold (without further
+//! retries once stopping) and every log row is written before [`AlertWorker::join`] returns.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use modelwatch_alert::{
+    AlertEvent, AlertState, CanaryPair, Evaluator, Notification, NotificationStatus, Scheduler,
+    Silence, Silences, WindowRows,
+};
+use modelwatch_clickhouse::rows::{AlertRow, SilenceRow};
+use modelwatch_engine::WrittenWindows;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::AlertsConfig;
+
+/// Flushes of window rows that may wait for the worker (a flush is written every
+/// `pipeline.flush_interval`, 1 s by default: about a minute of headroom).
+pub const QUEUE_FLUSHES: usize = 64;
+/// Notifications that may wait for one channel's delivery thread.
+pub const QUEUE_NOTIFICATIONS: usize = 256;
+/// How often `absent` rules are judged and silences re-read.
+pub const TICK: Duration = Duration::from_secs(5);
+/// How often the active silences are read from the `silences` table.
+const SILENCE_RELOAD: Duration = Duration::from_secs(30);
+
+/// The `alerts` and `silences` tables, as the worker uses them.
+pub trait AlertStore: Send + Sync + 'static {
+    /// Appends rows to the `alerts` log.
+    fn write(&self, rows: &[AlertRow]) -> anyhow::Result<()>;
+    /// The latest state row of every fingerprint.
+    fn latest_states(&self) -> anyhow::Result<Vec<AlertRow>>;
+    /// Rows of the log (state and delivery rows) with `at_ms >= since_ms`.
+    fn log_since(&self, since_ms: i64) -> anyhow::Result<Vec<AlertRow>>;
+    /// Silences active at `now_ms`.
+    fn active_silences(&self, now_ms: i64) -> anyhow::Result<Vec<SilenceRow>>;
+}
+
+/// The ClickHouse tables through the store and writer of `modelwatch run`.
+#[derive(Debug, Clone)]
+pub struct ClickHouseAlertStore {
+    store: modelwatch_clickhouse::Store,
+    writer: modelwatch_clickhouse::Writer,
+    rt: tokio::runtime::Handle,
+}
+
+impl ClickHouseAlertStore {
+    /// Queries run on `rt` (blocking the calling thread, never a runtime worker).
+    pub fn new(
+        store: modelwatch_clickhouse::Store,
+        writer: modelwatch_clickhouse::Writer,
+        rt: tokio::runtime::Handle,
+    ) -> Self {
+        Self { store, writer, rt }
+    }
+}
+
+impl AlertStore for ClickHouseAlertStore {
+    fn write(&self, rows: &[AlertRow]) -> anyhow::Result<()> {
+        self.rt.block_on(self.writer.insert(rows)).context("writing the alerts log")?;
+        Ok(())
+    }
+    fn latest_states(&self) -> anyhow::Result<Vec<AlertRow>> {
+        Ok(self.rt.block_on(self.store.latest_alert_states())?)
+    }
+    fn log_since(&self, since_ms: i64) -> anyhow::Result<Vec<AlertRow>> {
+        Ok(self.rt.block_on(self.store.alert_log(since_ms))?)
+    }
+    fn active_silences(&self, now_ms: i64) -> anyhow::Result<Vec<SilenceRow>> {
+        Ok(self.rt.block_on(self.store.active_silences(now_ms))?)
+    }
+}
+
+/// One delivery attempt, as the alert log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// 1, 2, ...
+    pub number: u32,
+    /// `sent` or `failed`.
+    pub status: &'static str,
+    /// Wall-clock start of the attempt, ms.
+    pub started_at_ms: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A configured delivery channel.
+pub trait Deliverer: Send + Sync + 'static {
+    /// `webhook`, `email` or `alertmanager`: the delivery rows' channel column is `kind:name`.
+    fn kind(&self) -> &'static str;
+    /// Delivers `n` to the channel named `receiver`, retrying as configured, and returns every
+    /// attempt. Blocking. Once `stop` is set no further retry is started.
+    fn deliver(
+        &self,
+        n: &Notification,
+        receiver: &str,
+        external_url: &str,
+        stop: &AtomicBool,
+    ) -> Vec<AttemptRecord>;
+    /// How often a still-firing group must be sent again so that the receiver keeps it (an
+    /// Alertmanager expires alerts that are not re-sent); `None`: the receiver keeps alerts
+    /// until told they resolved.
+    fn resend_interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelOutcome {
+    channel: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+/// Prometheus metrics of alerting.
+#[derive(Debug)]
+pub struct AlertMetrics {
+    firing: Gauge,
+    transitions: Family<StateLabel, Counter>,
+    notifications: Family<ChannelOutcome, Counter>,
+    attempts: Family<ChannelOutcome, Counter>,
+    latency: Family<ChannelLabel, Histogram, fn() -> Histogram>,
+    log_failures: Counter,
+}
+
+impl Default for AlertMetrics {
+    fn default() -> Self {
+        Self {
+            firing: Gauge::default(),
+            transitions: Family::default(),
+            notifications: Family::default(),
+            attempts: Family::default(),
+            latency: Family::new_with_constructor(latency_buckets),
+            log_failures: Counter::default(),
+        }
+    }
+}
+
+impl AlertMetrics {
+    /// Registers every metric under `modelwatch_`.
+    pub fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("modelwatch");
+        r.register("alerts_firing", "Alerts currently firing", self.firing.clone());
+        r.register(
+            "alert_transitions",
+            "Alert state changes written to the alerts log, per new state",
+            self.transitions.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notifications per channel and outcome (sent, failed after retries, dropped because \
+             the channel's queue was full)",
+            self.notifications.clone(),
+        );
+        r.register(
+            "notification_attempts",
+            "Delivery attempts per channel and outcome (sent, failed)",
+            self.attempts.clone(),
+        );
+        r.register(
+            "notification_latency_seconds",
+            "From a notification being due to its delivery (or giving up), per channel",
+            self.latency.clone(),
+        );
+        r.register(
+            "alert_log_write_failures",
+            "Failed writes of alerts log rows (retried)",
+            self.log_failures.clone(),
+        );
+    }
+
+    fn notification(&self, channel: &str, outcome: &str) {
+        let l = ChannelOutcome { channel: channel.to_owned(), outcome: outcome.to_owned() };
+        self.notifications.get_or_create(&l).inc();
+    }
+}
+
+/// The running worker: [`AlertWorker::join`] waits until it has finished (after the engine
+/// stopped and closed the queue).
+#[derive(Debug)]
+pub struct AlertWorker {
+    thread: JoinHandle<()>,
+}
+
+impl AlertWorker {
+    /// Waits for the worker and its delivery threads.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the alert worker panicked");
+        }
+    }
+
+    /// Waits at most `timeout` (a sink task still retrying a flush after the engine failed keeps
+    /// the queue open); past it the worker is left to the process exit.
+    pub fn join_timeout(self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                tracing::warn!("the alert worker did not finish in {timeout:?}; not waiting");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.join();
+    }
+}
+
+/// What the worker needs besides its configuration.
+pub struct WorkerContext {
+    /// The `alerts` and `silences` tables.
+    pub store: Arc<dyn AlertStore>,
+    /// The channels by name (every channel a rule names).
+    pub channels: BTreeMap<String, Arc<dyn Deliverer>>,
+    /// Canary pairs for baseline-relative rules.
+    pub canaries: Vec<CanaryPair>,
+    /// Whether the consumer is caught up (for `absent` rules).
+    pub caught_up: Box<dyn Fn() -> bool + Send>,
+    /// Metrics.
+    pub metrics: Arc<AlertMetrics>,
+    /// Set on shutdown: log writes and deliveries stop retrying.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WorkerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerContext")
+            .field("channels", &self.channels.keys().collect::<Vec<_>>())
+            .field("canaries", &self.canaries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the worker: returns the queue the engine hands written windows to
+/// ([`modelwatch_engine::EngineOptions::written`]) and the worker.
+pub fn start(
+    config: &AlertsConfig,
+    ctx: WorkerContext,
+) -> anyhow::Result<(SyncSender<WrittenWindows>, AlertWorker)> {
+    let mut scheduler =
+        Scheduler::new(&config.scheduler, &config.rules).context("alert timings")?;
+    let mut evaluator = Evaluator::new(config.rules.clone());
+    evaluator.set_canary_pairs(ctx.canaries.clone());
+    let now = wall_ms();
+
+    // Restore before the first window: state machines from the latest state rows, groups from
+    // the recent successful deliveries.
+    let states = retry_io("reading alert states", &ctx.stop, || ctx.store.latest_states())?;
+    let restored = evaluator.restore(&states);
+    let repeat = config.scheduler.repeat_interval.as_millis() as i64;
+    let since = now - (2 * repeat).max(24 * 3600 * 1000);
+    let log = retry_io("reading the alerts log", &ctx.stop, || ctx.store.log_since(since))?;
+    let deliveries: Vec<AlertRow> =
+        log.into_iter().filter(|r| !r.channel.is_empty() && r.delivery_status == "sent").collect();
+    scheduler.restore(&restored, &deliveries, now);
+    let firing = evaluator.firing().count();
+    ctx.metrics.firing.set(firing as i64);
+    tracing::info!(
+        states = states.len(),
+        firing,
+        deliveries = deliveries.len(),
+        "alert state restored"
+    );
+
+    let (tx, rx) = mpsc::sync_channel::<WrittenWindows>(QUEUE_FLUSHES);
+    let mut queues = BTreeMap::new();
+    let mut threads = Vec::new();
+    for (name, channel) in &ctx.channels {
+        let (qtx, qrx) = mpsc::sync_channel::<Job>(QUEUE_NOTIFICATIONS);
+        let d = DeliveryThread {
+            name: name.clone(),
+            label: format!("{}:{name}", channel.kind()),
+            channel: Arc::clone(channel),
+            external_url: config.external_url.clone(),
+            store: Arc::clone(&ctx.store),
+            metrics: Arc::clone(&ctx.metrics),
+            stop: Arc::clone(&ctx.stop),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("modelwatch-notify-{name}"))
+            .spawn(move || d.run(qrx))
+            .context("starting a delivery thread")?;
+        queues.insert(name.clone(), qtx);
+        threads.push(t);
+    }
+    let worker = Worker {
+        evaluator,
+        scheduler,
+        config_silences: config.silences.clone(),
+        silences: Silences::new(),
+        queues,
+        ctx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("modelwatch-alerts".into())
+        .spawn(move || {
+            worker.run(rx);
+            for t in threads {
+                if t.join().is_err() {
+                    tracing::error!("a delivery thread panicked");
+                }
+            }
+        })
+        .context("starting the alert worker")?;
+    Ok((tx, AlertWorker { thread }))
+}
+
+struct Job {
+    notification: Notification,
+    due: Instant,
+}
+
+struct Worker {
+    evaluator: Evaluator,
+    scheduler: Scheduler,
+    config_silences: Vec<Silence>,
+    silences: Silences,
+    queues: BTreeMap<String, SyncSender<Job>>,
+    ctx: WorkerContext,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<WrittenWindows>) {
+        let mut next_tick = Instant::now();
+        let mut next_silences = Instant::now();
+        loop {
+            if Instant::now() >= next_silences {
+                next_silences = Instant::now() + SILENCE_RELOAD;
+                self.reload_silences();
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                let events = self.evaluator.tick(wall_ms(), (self.ctx.caught_up)());
+                self.apply(events);
+            }
+            self.send_due();
+            let until_due = self
+                .scheduler
+                .next_due()
+                .map_or(TICK, |d| Duration::from_millis((d - wall_ms()).max(0) as u64));
+            let wait = until_due.min(next_tick.saturating_duration_since(Instant::now()));
+            match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
+                Ok(w) => {
+                    let events = self.evaluator.observe(WindowRows {
+                        windows: &w.window_stats,
+                        metrics: &w.metric_stats,
+                        drift: &w.drift_scores,
+                    });
+                    self.apply(events);
+                    let firing: Vec<(String, i64)> =
+                        self.evaluator.firing().map(|(f, at)| (f.to_owned(), at)).collect();
+                    for (f, at) in firing {
+                        self.scheduler.refresh(&f, at);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // The engine stopped: what is due now still goes out; the rest waits for the restart
+        // (restored from the log).
+        self.send_due();
+        tracing::info!("alert worker stopped");
+    }
+
+    /// Writes the events to the log, then hands them to the scheduler.
+    fn apply(&mut self, events: Vec<AlertEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let now = wall_ms();
+        let rows: Vec<AlertRow> = events.iter().map(|e| e.to_row(now as u64)).collect();
+        write_log(&*self.ctx.store, &rows, &self.ctx.metrics, &self.ctx.stop);
+        for e in &events {
+            let state = StateLabel { state: e.state.as_str().to_owned() };
+            self.ctx.metrics.transitions.get_or_create(&state).inc();
+            if matches!(e.state, AlertState::Firing | AlertState::Resolved) {
+                tracing::info!(
+                    rule = %e.rule, model = %e.model, version = %e.version,
+                    state = e.state.as_str(), value = ?e.value, at_ms = e.at_ms, "alert"
+                );
+            }
+            self.scheduler.push(e, now);
+        }
+        self.ctx.metrics.firing.set(self.evaluator.firing().count() as i64);
+    }
+
+    fn send_due(&mut self) {
+        let now = wall_ms();
+        if self.scheduler.next_due().is_none_or(|d| d > now) {
+            return;
+        }
+        for n in self.scheduler.due(now, &self.silences) {
+            for channel in &n.channels {
+                let Some(q) = self.queues.get(channel) else { continue };
+                let job = Job { notification: n.clone(), due: Instant::now() };
+                match q.try_send(job) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        self.ctx.metrics.notification(channel, "dropped");
+                        tracing::error!(
+                            channel, group = %n.group_key,
+                            "channel queue full: notification dropped"
+                        );
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        self.ctx.metrics.notification(channel, "dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn reload_silences(&mut self) {
+        let rows = match self.ctx.store.active_silences(wall_ms()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "reading silences failed; keeping the last ones");
+                return;
+            }
+        };
+        let mut s = Silences::new();
+        for e in s.replace_from_rows(&rows) {
+            tracing::warn!(error = %e, "ignoring a stored silence");
+        }
+        for c in &self.config_silences {
+            s.upsert(c.clone());
+        }
+        self.silences = s;
+    }
+}
+
+struct DeliveryThread {
+    name: String,
+    label: String,
+    channel: Arc<dyn Deliverer>,
+    external_url: String,
+    store: Arc<dyn AlertStore>,
+    metrics: Arc<AlertMetrics>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DeliveryThread {
+    fn run(self, rx: Receiver<Job>) {
+        let resend = self.channel.resend_interval();
+        // Groups whose latest notification has firing alerts, for receivers that need them
+        // re-sent: (their firing alerts, when last sent).
+        let mut firing: BTreeMap<String, (Notification, Instant)> = BTreeMap::new();
+        loop {
+            let job = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(job) = job {
+                self.deliver(&job);
+                if resend.is_some() {
+                    let mut n = job.notification;
+                    n.alerts.retain(|a| a.status == NotificationStatus::Firing);
+                    if n.alerts.is_empty() {
+                        firing.remove(&n.group_key);
+                    } else {
+                        n.status = NotificationStatus::Firing;
+                        firing.insert(n.group_key.clone(), (n, Instant::now()));
+                    }
+                }
+            }
+            let Some(every) = resend else { continue };
+            for (n, last) in firing.values_mut() {
+                if last.elapsed() < every || self.stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                *last = Instant::now();
+                let attempts = self.channel.deliver(n, &self.name, &self.external_url, &self.stop);
+                let sent = attempts.last().is_some_and(|a| a.status == "sent");
+                self.metrics
+                    .notification(&self.name, if sent { "resent" } else { "resend_failed" });
+                if !sent {
+                    let error = attempts.last().and_then(|a| a.error.clone()).unwrap_or_default();
+                    tracing::warn!(channel = %self.label, group = %n.group_key, error, "re-sending firing alerts failed");
+                }
+            }
+        }
+    }
+
+    /// Delivers one notification and writes a delivery row per attempt and alert.
+    fn deliver(&self, job: &Job) {
+        let n = &job.notification;
+        let attempts = self.channel.deliver(n, &self.name, &self.external_url, &self.stop);
+        let now = wall_ms() as u64;
+        let mut rows = Vec::with_capacity(attempts.len() * n.alerts.len());
+        for a in &attempts {
+            let outcome =
+                ChannelOutcome { channel: self.name.clone(), outcome: a.status.to_owned() };
+            self.metrics.attempts.get_or_create(&outcome).inc();
+            for alert in &n.alerts {
+                rows.push(alert.delivery_row(
+                    n,
+                    &self.label,
+                    a.number,
+                    a.status,
+                    a.started_at_ms,
+                    now,
+                ));
+            }
+        }
+        write_log(&*self.store, &rows, &self.metrics, &self.stop);
+        let sent = attempts.last().is_some_and(|a| a.status == "sent");
+        self.metrics.notification(&self.name, if sent { "sent" } else { "failed" });
+        self.metrics
+            .latency
+            .get_or_create(&ChannelLabel { channel: self.name.clone() })
+            .observe(job.due.elapsed().as_secs_f64());
+        if sent {
+            tracing::info!(
+                channel = %self.label, group = %n.group_key, status = n.status.as_str(),
+                alerts = n.alerts.len(), attempts = attempts.len(), "notification sent"
+            );
+        } else {
+            let error = attempts.last().and_then(|a| a.error.clone()).unwrap_or_default();
+            tracing::error!(
+                channel = %self.label, group = %n.group_key, attempts = attempts.len(),
+                error, "notification failed"
+            );
+        }
+    }
+}
+
+/// Writes log rows, retrying with backoff; once stopping, gives up after a few attempts.
+fn write_log(store: &dyn AlertStore, rows: &[AlertRow], metrics: &AlertMetrics, stop: &AtomicBool) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match store.write(rows) {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.log_failures.inc();
+                if stop.load(Ordering::Relaxed) && attempt >= 3 {
+                    tracing::error!(error = %format!("{e:#}"), rows = rows.len(), "alerts log rows lost at shutdown");
+                    return;
+                }
+                tracing::warn!(error = %format!("{e:#}"), "writing the alerts log failed; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Calls `f` until it succeeds (backing off up to 10 s), or until `stop` is set.
+fn retry_io<T>(
+    what: &str,
+    stop: &AtomicBool,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if stop.load(Ordering::Relaxed) => return Err(e.context(what.to_owned())),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "{what} failed; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn wall_ms() -> i64 {
+    modelwatch_clickhouse::now_ms() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+
+    use modelwatch_clickhouse::rows::WindowStatsRow;
+
+    use super::*;
+    use crate::config::{Config, Environment};
+
+    #[derive(Default)]
+    struct MemStore {
+        rows: Mutex<Vec<AlertRow>>,
+    }
+
+    impl AlertStore for MemStore {
+        fn write(&self, rows: &[AlertRow]) -> anyhow::Result<()> {
+            self.rows.lock().unwrap().extend_from_slice(rows);
+            Ok(())
+        }
+        fn latest_states(&self) -> anyhow::Result<Vec<AlertRow>> {
+            let mut latest: BTreeMap<String, AlertRow> = BTreeMap::new();
+            for r in self.rows.lock().unwrap().iter().filter(|r| r.channel.is_empty()) {
+                if latest.get(&r.fingerprint).is_none_or(|l| l.seq < r.seq) {
+                    latest.insert(r.fingerprint.clone(), r.clone());
+                }
+            }
+            Ok(latest.into_values().collect())
+        }
+        fn log_since(&self, since_ms: i64) -> anyhow::Result<Vec<AlertRow>> {
+            Ok(self.rows.lock().unwrap().iter().filter(|r| r.at_ms >= since_ms).cloned().collect())
+        }
+        fn active_silences(&self, _now_ms: i64) -> anyhow::Result<Vec<SilenceRow>> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Records what it is given; fails the first `fail_first` attempts of every notification.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<(String, Notification)>>,
+        fail_first: u32,
+        resend: Option<Duration>,
+    }
+
+    impl Deliverer for Recorder {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        fn deliver(
+            &self,
+            n: &Notification,
+            receiver: &str,
+            _external_url: &str,
+            _stop: &AtomicBool,
+        ) -> Vec<AttemptRecord> {
+            self.sent.lock().unwrap().push((receiver.to_owned(), n.clone()));
+            let mut out = Vec::new();
+            for number in 1..=self.fail_first + 1 {
+                let sent = number > self.fail_first;
+                out.push(AttemptRecord {
+                    number,
+                    status: if sent { "sent" } else { "failed" },
+                    started_at_ms: wall_ms(),
+                    error: (!sent).then(|| "HTTP 500".to_owned()),
+                });
+            }
+            out
+        }
+        fn resend_interval(&self) -> Option<Duration> {
+            self.resend
+        }
+    }
+
+    const CONFIG: &str = r#"
+[kafka]
+brokers = ["localhost:9092"]
+inference_topics = ["inference"]
+[clickhouse]
+url = "http://localhost:8123"
+[[canary]]
+model = "fraud"
+baseline = "v1"
+canary = "v2"
+[alerts]
+group_wait = "300ms"
+group_interval = "1s"
+[[alerts.rules]]
+name = "canary_p99"
+metric = "latency_p99_ms"
+relative_to = "baseline"
+op = ">"
+threshold = 1.5
+channels = ["hook"]
+[alerts.channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/"
+"#;
+
+    fn window(version: &str, end: i64, p99: f64) -> WindowStatsRow {
+        WindowStatsRow {
+            model: "fraud".into(),
+            version: version.into(),
+            window_end_ms: end,
+            window_start_ms: end - 300_000,
+            requests: 500,
+            errors: 0,
+            timeouts: 0,
+            error_rate: Some(0.0),
+            throughput_rps: 1.0,
+            latency_p50_ms: Some(p99 / 2.0),
+            latency_p90_ms: Some(p99),
+            latency_p99_ms: Some(p99),
+            latency_p999_ms: Some(p99),
+            latency_max_ms: Some(p99),
+            tokens_in: 0,
+            tokens_out: 0,
+            ttft_p50_ms: None,
+            ttft_p99_ms: None,
+            written_at_ms: 0,
+        }
+    }
+
+    fn pair(end: i64, canary_p99: f64) -> WrittenWindows {
+        WrittenWindows {
+            window_stats: vec![window("v1", end, 100.0), window("v2", end, canary_p99)],
+            ..WrittenWindows::default()
+        }
+    }
+
+    fn worker(
+        store: &Arc<MemStore>,
+        hook: &Arc<Recorder>,
+    ) -> (SyncSender<WrittenWindows>, AlertWorker) {
+        let config = Config::from_toml_str(CONFIG, &Environment::default()).unwrap();
+        let canaries = config
+            .canaries()
+            .iter()
+            .map(|c| CanaryPair {
+                model: c.model.clone(),
+                baseline: c.baseline.clone(),
+                canary: c.canary.clone(),
+            })
+            .collect();
+        let hook: Arc<dyn Deliverer> = Arc::clone(hook) as Arc<dyn Deliverer>;
+        let ctx = WorkerContext {
+            store: Arc::clone(store) as Arc<dyn AlertStore>,
+            channels: [("hook".to_owned(), hook)].into_iter().collect(),
+            canaries,
+            caught_up: Box::new(|| true),
+            metrics: Arc::default(),
+            stop: Arc::default(),
+        };
+        start(config.alerts(), ctx).unwrap()
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn fires_once_resolves_once_and_logs_state_before_delivery() {
+        let store = Arc::new(MemStore::default());
+        let hook = Arc::new(Recorder { fail_first: 1, ..Recorder::default() });
+        let (tx, w) = worker(&store, &hook);
+        let t0 = wall_ms() - 10_000;
+        tx.send(pair(t0, 250.0)).unwrap();
+        tx.send(pair(t0 + 1000, 260.0)).unwrap();
+        wait_for("the firing notification", || hook.sent.lock().unwrap().len() == 1);
+        tx.send(pair(t0 + 2000, 110.0)).unwrap();
+        wait_for("the resolved notification", || hook.sent.lock().unwrap().len() == 2);
+        drop(tx);
+        w.join();
+
+        let sent = hook.sent.lock().unwrap();
+        let (receiver, firing) = &sent[0];
+        assert_eq!(receiver, "hook");
+        assert_eq!(firing.status.as_str(), "firing");
+        assert_eq!(firing.alerts.len(), 1);
+        let a = &firing.alerts[0];
+        assert_eq!(a.labels["alertname"], "canary_p99");
+        assert_eq!(a.labels["model"], "fraud");
+        assert_eq!(a.labels["version"], "v2");
+        assert_eq!(a.value, Some(2.5), "the ratio of the window that made it fire");
+        assert_eq!(a.starts_at_ms, t0);
+        assert_eq!(sent[1].1.status.as_str(), "resolved");
+        assert_eq!(sent[1].1.alerts[0].ends_at_ms, Some(t0 + 2000));
+
+        let rows = store.rows.lock().unwrap();
+        let states: Vec<(&str, u64)> = rows
+            .iter()
+            .filter(|r| r.channel.is_empty())
+            .map(|r| (r.state.as_str(), r.seq))
+            .collect();
+        assert_eq!(states, [("firing", 1), ("resolved", 2)]);
+        let deliveries: Vec<(&str, u32, &str, &str)> = rows
+            .iter()
+            .filter(|r| !r.channel.is_empty())
+            .map(|r| (r.channel.as_str(), r.attempt, r.state.as_str(), r.delivery_status.as_str()))
+            .collect();
+        assert_eq!(
+            deliveries,
+            [
+                ("fake:hook", 1, "firing", "failed"),
+                ("fake:hook", 2, "firing", "sent"),
+                ("fake:hook", 1, "resolved", "failed"),
+                ("fake:hook", 2, "resolved", "sent"),
+            ]
+        );
+        // The state row of each notification precedes its delivery rows.
+        let first_delivery = rows.iter().position(|r| !r.channel.is_empty()).unwrap();
+        assert!(rows[..first_delivery].iter().any(|r| r.state == "firing"));
+    }
+
+    #[test]
+    fn firing_alerts_are_re_sent_to_receivers_that_forget_them_until_resolved() {
+        let store = Arc::new(MemStore::default());
+        let hook =
+            Arc::new(Recorder { resend: Some(Duration::from_millis(400)), ..Recorder::default() });
+        let (tx, w) = worker(&store, &hook);
+        let t0 = wall_ms() - 10_000;
+        tx.send(pair(t0, 250.0)).unwrap();
+        wait_for("two re-sends", || hook.sent.lock().unwrap().len() >= 3);
+        tx.send(pair(t0 + 1000, 100.0)).unwrap();
+        wait_for("the resolution", || {
+            hook.sent.lock().unwrap().iter().any(|(_, n)| n.status == NotificationStatus::Resolved)
+        });
+        std::thread::sleep(Duration::from_millis(1200));
+        drop(tx);
+        w.join();
+        let sent = hook.sent.lock().unwrap();
+        let last = sent.iter().rposition(|(_, n)| n.status == NotificationStatus::Resolved);
+        assert_eq!(last, Some(sent.len() - 1), "nothing re-sent after the resolution");
+        assert!(sent[..sent.len() - 1].iter().all(|(_, n)| n.status == NotificationStatus::Firing));
+        // Re-sends are not logged: one delivery row per notification.
+        let deliveries =
+            store.rows.lock().unwrap().iter().filter(|r| !r.channel.is_empty()).count();
+        assert_eq!(deliveries, 2);
+    }
+
+    #[test]
+    fn a_restart_and_replay_do_not_notify_again() {
+        let store = Arc::new(MemStore::default());
+        let hook = Arc::new(Recorder::default());
+        let t0 = wall_ms() - 10_000;
+        let (tx, w) = worker(&store, &hook);
+        tx.send(pair(t0, 250.0)).unwrap();
+        wait_for("the firing notification", || hook.sent.lock().unwrap().len() == 1);
+        drop(tx);
+        w.join();
+
+        // Restart: the same windows are replayed, then the canary recovers.
+        let (tx, w) = worker(&store, &hook);
+        tx.send(pair(t0, 250.0)).unwrap();
+        tx.send(pair(t0 + 1000, 250.0)).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(hook.sent.lock().unwrap().len(), 1, "no second firing notification");
+        tx.send(pair(t0 + 2000, 100.0)).unwrap();
+        wait_for("the resolved notification", || hook.sent.lock().unwrap().len() == 2);
+        drop(tx);
+        w.join();
+        let sent = hook.sent.lock().unwrap();
+        assert_eq!(sent[1].1.status.as_str(), "resolved");
+        let states: Vec<u64> = store
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.channel.is_empty())
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(states, [1, 2], "the replayed windows wrote no state row");
+    }
+}

@@ -1,0 +1,309 @@
+//! End to end: generated traffic with a latency regression of one canary through `modelwatch
+//! run` (restarted while the alert fires) to a signed webhook received by the test on
+//! 127.0.0.1, and the `alerts` table in ClickHouse.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Instance, Setup, free_port, services, tsv};
+use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
+use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
+
+const SECRET: &str = "e2e-webhook-secret";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    /// Lower-case names.
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: records every request, answers 200.
+struct Receiver {
+    port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        if let Some(req) = read_request(&stream) {
+                            r.lock().unwrap().push(req);
+                            let mut w = &stream;
+                            let _ = w.write_all(
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                            );
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { port, requests, stop }
+    }
+
+    fn notifications(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut headers = BTreeMap::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Request { path, headers, body })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn rfc3339_ms(s: &str) -> i64 {
+    humantime::parse_rfc3339(s).unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn a_canary_latency_regression_fires_once_and_resolves_once_across_a_restart() {
+    let Some(svc) = services("e2e alerts") else { return };
+    let setup = Setup::new(&svc, "e2e_alerts", 1);
+    let hook = Receiver::start();
+
+    // Event time: 11 minutes from 15 minutes ago, 20 times faster than wall time (33 s), the
+    // canary v42 of fraud-detector 4 times slower from minute 3 to minute 6.
+    let start = (now_ms() - 15 * 60_000) / 5_000 * 5_000;
+    let regressed_from = start + 3 * 60_000;
+    let regressed_until = start + 6 * 60_000;
+    let mut fraud = ModelConfig::fraud_detector();
+    fraud.canary_share = 0.3;
+    let mut chat = ModelConfig::support_chat();
+    chat.canary_share = 0.3;
+    let scenario = ScenarioConfig {
+        seed: 11,
+        start_time_ms: Some(start),
+        requests_per_second: 300.0,
+        models: vec![fraud, chat],
+        incidents: vec![Incident {
+            model: "fraud-detector".into(),
+            version: Some("v42".into()),
+            from: EventTime::Millis(regressed_from),
+            until: EventTime::Millis(regressed_until),
+            effect: IncidentEffect::LatencyShift { multiplier: 4.0 },
+        }],
+        ..ScenarioConfig::default()
+    };
+    let opts = GenOptions {
+        brokers: svc.brokers.clone(),
+        inference_topic: setup.inference.clone(),
+        metric_topic: setup.metrics.clone(),
+        count: None,
+        duration: Some(Duration::from_secs(11 * 60)),
+        max_wall_time: Duration::from_secs(300),
+        pacing: Pacing::RealTime { speedup: 20.0 },
+        scenario,
+        ..GenOptions::default()
+    };
+    let generator = std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap());
+
+    let port = free_port();
+    let extra = format!(
+        r#"
+[[canary]]
+model = "fraud-detector"
+baseline = "v41"
+canary = "v42"
+
+[[canary]]
+model = "support-chat"
+baseline = "2024-05"
+canary = "2024-06"
+
+[alerts]
+group_wait = "1s"
+group_interval = "1s"
+repeat_interval = "1h"
+max_notification_age = "1h"
+external_url = "http://modelwatch.test/"
+
+[[alerts.rules]]
+name = "canary_p99_regression"
+metric = "latency_p99_ms"
+relative_to = "baseline"
+compare = "ratio"
+op = ">"
+threshold = 1.5
+min_samples = 100
+for = "10s"
+severity = "critical"
+channels = ["hook"]
+annotations = {{ summary = "{{{{model}}}} {{{{version}}}}: p99 {{{{value}}}}x {{{{baseline}}}}" }}
+
+[alerts.channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:{hook}/alerts"
+secret = "{SECRET}"
+"#,
+        hook = hook.port
+    );
+    let config = setup.config(port, &extra);
+    let mw = Instance::start("e2e_alerts", &config, port);
+    let firing = |r: &Request| r.json()["status"] == "firing";
+    mw.wait_until("the firing notification", Duration::from_secs(180), |_| {
+        hook.notifications().iter().any(firing)
+    });
+
+    // Restart while the alert fires: the restored state and delivery rows keep the replayed
+    // windows from notifying again.
+    let status = mw.stop();
+    assert!(status.success(), "modelwatch did not stop cleanly: {status:?}");
+    let mw = Instance::start("e2e_alerts", &config, port);
+    let resolved = |r: &Request| r.json()["status"] == "resolved";
+    mw.wait_until("the resolved notification", Duration::from_secs(180), |_| {
+        hook.notifications().iter().any(resolved)
+    });
+    let report = generator.join().unwrap();
+    assert_eq!(report.failed, 0);
+    // Everything is consumed (idle_timeout closes the last windows); nothing more may arrive.
+    std::thread::sleep(Duration::from_secs(8));
+
+    let got = hook.notifications();
+    let summary: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            format!("{} {}", j["status"], j["commonLabels"])
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "one firing and one resolved notification: {summary:#?}");
+    let (fire, resolve) = (&got[0], &got[1]);
+    assert!(firing(fire) && resolved(resolve), "{summary:#?}");
+
+    for r in [fire, resolve] {
+        assert_eq!(r.path, "/alerts");
+        // The signature verifies against the exact body.
+        let ts = &r.headers["x-modelwatch-timestamp"];
+        let sig = &r.headers["x-modelwatch-signature"];
+        let now_s = (now_ms() / 1000) as u64;
+        assert!(
+            modelwatch_notify::verify_signature(SECRET.as_bytes(), ts, sig, &r.body, now_s),
+            "bad signature {sig} at {ts}"
+        );
+        assert!(!r.headers["idempotency-key"].is_empty());
+        let j = r.json();
+        assert_eq!(j["version"], "4");
+        assert_eq!(j["receiver"], "hook");
+        assert_eq!(j["externalURL"], "http://modelwatch.test/");
+        assert_eq!(j["groupLabels"]["alertname"], "canary_p99_regression");
+        assert_eq!(j["groupLabels"]["model"], "fraud-detector");
+        let alerts = j["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1, "{j}");
+        let a = &alerts[0];
+        assert_eq!(a["labels"]["alertname"], "canary_p99_regression");
+        assert_eq!(a["labels"]["model"], "fraud-detector");
+        assert_eq!(a["labels"]["version"], "v42");
+        assert_eq!(a["labels"]["severity"], "critical");
+        let starts = rfc3339_ms(a["startsAt"].as_str().unwrap());
+        assert!(
+            (regressed_from..regressed_from + 60_000).contains(&starts),
+            "startsAt {starts} vs regression at {regressed_from}"
+        );
+    }
+    assert_ne!(fire.headers["idempotency-key"], resolve.headers["idempotency-key"]);
+    let a = &fire.json()["alerts"][0];
+    let value: f64 = a["annotations"]["value"].as_str().unwrap().parse().unwrap();
+    assert!((2.0..8.0).contains(&value), "p99 ratio {value} of a 4x regression");
+    assert_eq!(a["annotations"]["threshold"], "1.5");
+    let summary = a["annotations"]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("fraud-detector v42: p99 ") && summary.ends_with("x v41"),
+        "{summary}"
+    );
+    let r = &resolve.json()["alerts"][0];
+    let ends = rfc3339_ms(r["endsAt"].as_str().unwrap());
+    assert!(
+        (regressed_until..regressed_until + 90_000).contains(&ends),
+        "endsAt {ends} vs regression until {regressed_until}"
+    );
+
+    // The alerts table: the state rows of the episode and a delivery row per attempt.
+    let rows = tsv(&setup.sql(
+        "SELECT model, version, state, channel, delivery_status FROM {db}.alerts FINAL \
+         ORDER BY fingerprint, seq, channel, attempt",
+    ));
+    let states: Vec<String> = rows
+        .iter()
+        .filter(|r| r[3].is_empty())
+        .map(|r| format!("{}/{} {}", r[0], r[1], r[2]))
+        .collect();
+    let ours = |s: &str| states.iter().filter(|x| *x == &format!("fraud-detector/v42 {s}")).count();
+    assert_eq!((ours("firing"), ours("resolved")), (1, 1), "{states:#?}");
+    assert!(
+        !states.iter().any(|s| !s.starts_with("fraud-detector/v42") && s.ends_with(" firing")),
+        "a healthy version fired: {states:#?}"
+    );
+    let deliveries: Vec<String> = rows
+        .iter()
+        .filter(|r| !r[3].is_empty())
+        .map(|r| format!("{}/{} {} {} {}", r[0], r[1], r[2], r[3], r[4]))
+        .collect();
+    assert_eq!(
+        deliveries,
+        [
+            "fraud-detector/v42 firing webhook:hook sent",
+            "fraud-detector/v42 resolved webhook:hook sent"
+        ],
+        "{rows:#?}"
+    );
+    // Metrics of the second run: it sent the resolution.
+    assert!(mw.metric("modelwatch_notifications_total{channel=\"hook\",outcome=\"sent\"}") >= 1.0);
+    let status = mw.stop();
+    assert!(status.success(), "{status:?}");
+}
