@@ -68,7 +68,9 @@ pub struct EmailConfig {
     /// The SMTP port; default by `tls`: 25 (`none`), 587 (`starttls`), 465 (`tls`).
     #[serde(default)]
     pub port: Option<u16>,
-    /// `"none"`, `"starttls"` (default) or `"tls"` (see the module docs).
+    /// `"none"` (plain SMTP), `"starttls"` (default: the plain connection is upgraded with
+    /// STARTTLS, and refused if the server does not offer it) or `"tls"` (TLS from the first
+    /// byte).
     #[serde(default)]
     pub tls: SmtpTls,
     /// A PEM file of extra certificates to trust for the server (a private CA or the server's

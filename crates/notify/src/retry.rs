@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::channel::{Channel, ConfigError, Delivery, Retry, SendError, Validated};
 use crate::model::{Notification, now_ms};
 
-/// How a delivery is retried (`[alerts.retry]` in the binary's config).
+/// How a failed delivery is retried on every channel: exponential backoff with full jitter.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {

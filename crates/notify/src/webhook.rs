@@ -67,9 +67,9 @@ pub struct WebhookConfig {
     /// How long one request may take in all (connect, send, answer), e.g. `"10s"`.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// When set, every request is signed with HMAC-SHA256 over the timestamp and the body (see
-    /// the module docs): headers `X-Modelwatch-Timestamp` and `X-Modelwatch-Signature:
-    /// sha256=<hex>`.
+    /// When set, every request is signed: `X-Modelwatch-Timestamp` carries the Unix time in
+    /// seconds and `X-Modelwatch-Signature: sha256=<hex>` the HMAC-SHA256, keyed with this
+    /// secret, of the timestamp, a dot and the exact body bytes.
     #[serde(default)]
     pub secret: Option<Secret>,
     /// At most this many alerts per request (the rest are counted in `truncatedAlerts`);
