@@ -7,10 +7,8 @@ mod common;
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    cell::Cell,
+    sync::Arc,
 };
 
 use common::{Inf, Met, bare, confluent, single_object};
@@ -20,14 +18,18 @@ use modelwatch_codec::{
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+// Per thread: the test harness's own threads allocate while a test runs (CI saw 4 stray
+// allocations counted against 10,000 decodes when the counter was process-wide).
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
 
 // SAFETY: delegates to the system allocator; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
         }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
@@ -37,8 +39,8 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
         }
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -48,18 +50,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Allocations made by `f` (this test binary runs its one test alone, see `main` below).
+/// Allocations made by `f` on this thread.
 fn allocations(f: impl FnOnce()) -> usize {
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
+    ALLOCATIONS.with(|c| c.set(0));
+    COUNTING.with(|c| c.set(true));
     f();
-    COUNTING.store(false, Ordering::SeqCst);
-    ALLOCATIONS.load(Ordering::SeqCst)
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get)
 }
 
 const N: usize = 10_000;
 
-// One test only: the counter is global, and parallel tests would count each other's allocations.
 #[test]
 fn warm_decoders_do_not_allocate() {
     // The counter counts.
