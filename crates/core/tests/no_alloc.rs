@@ -4,7 +4,7 @@
 #![allow(unsafe_code)] // a counting global allocator is unsafe by nature
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::time::Duration;
 
 use modelwatch_core::config::{DriftSpec, Limits, WindowSpec};
@@ -14,14 +14,17 @@ use modelwatch_core::{CoreConfig, Output, Source, Tracker};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+// Per thread: the test harness's own threads may allocate while a test runs.
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
 
 // SAFETY: delegates to the system allocator; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
         }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
@@ -31,8 +34,8 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
         }
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -45,7 +48,6 @@ static GLOBAL: Counting = Counting;
 struct Discard;
 impl Output for Discard {}
 
-// One test only: the counter is global, and parallel tests would count each other's allocations.
 #[test]
 fn recording_allocates_nothing_once_warm_with_checkpoints_released() {
     let s = Duration::from_secs;
@@ -95,11 +97,11 @@ fn recording_allocates_nothing_once_warm_with_checkpoints_released() {
             if pane < 5 || i < 8 {
                 record(&mut tr, &mut inf, &mut met);
             } else {
-                ALLOCATIONS.store(0, Ordering::SeqCst);
-                COUNTING.store(true, Ordering::SeqCst);
+                ALLOCATIONS.with(|c| c.set(0));
+                COUNTING.with(|c| c.set(true));
                 record(&mut tr, &mut inf, &mut met);
-                COUNTING.store(false, Ordering::SeqCst);
-                let n = ALLOCATIONS.load(Ordering::SeqCst);
+                COUNTING.with(|c| c.set(false));
+                let n = ALLOCATIONS.with(Cell::get);
                 assert_eq!(n, 0, "pane {pane}, event {i} allocated {n} times");
                 counted += 1;
             }
