@@ -1,4 +1,5 @@
-//! The HTTP endpoints: Prometheus `/metrics`, `/healthz` and `/readyz`.
+//! The HTTP endpoints: Prometheus `/metrics`, `/healthz`, `/readyz` and the canary gate of
+//! [`crate::api`] under `/api/v1`.
 //!
 //! - `/metrics`: every metric of the process in the Prometheus text format (OpenMetrics).
 //! - `/healthz`: 200 while the process serves HTTP (liveness).
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use modelwatch_engine::EngineMetrics;
 use prometheus_client::registry::Registry;
 
@@ -24,15 +25,29 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The engine's health flags.
     pub engine: Arc<EngineMetrics>,
+    /// The canary routes, when ClickHouse is configured.
+    pub canaries: Option<crate::api::CanaryApi>,
 }
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = state.canaries.clone();
+    let base = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state);
+    match api {
+        Some(api) => base.merge(
+            Router::new()
+                .route("/api/v1/canaries", get(crate::api::list))
+                .route("/api/v1/canaries/{model}", get(crate::api::one))
+                .route("/api/v1/flagger/confirm-promotion", post(crate::api::confirm_promotion))
+                .route("/api/v1/flagger/rollback", post(crate::api::rollback))
+                .with_state(api),
+        ),
+        None => base,
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

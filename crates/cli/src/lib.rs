@@ -1,7 +1,8 @@
 //! modelwatch: the binary's library half: the configuration ([`config`]), the HTTP endpoints
-//! ([`http`]) and the wiring of `modelwatch run` ([`serve`]).
+//! ([`http`], the canary gate in [`api`]) and the wiring of `modelwatch run` ([`serve`]).
 
 pub mod alerting;
+pub mod api;
 pub mod channels;
 pub mod config;
 pub mod http;

@@ -151,7 +151,14 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = if config.http().enabled {
-        let state = AppState { registry: Arc::new(registry), engine: Arc::clone(&metrics) };
+        let state = AppState {
+            registry: Arc::new(registry),
+            engine: Arc::clone(&metrics),
+            canaries: Some(crate::api::CanaryApi {
+                store: store.clone(),
+                auth_token: config.http().auth_token.as_ref().map(|t| t.expose().to_owned()),
+            }),
+        };
         let addr = config.http().listen;
         let shutdown = async move {
             let _ = http_stop_rx.await;

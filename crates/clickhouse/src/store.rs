@@ -467,6 +467,87 @@ impl Store {
             .map_err(|e| Error::query("reading silences", e))
     }
 
+    /// The rows of the latest `cumulative` verdict of every canary pair (one `overall` row and
+    /// one row per judged metric), optionally of one model, ordered by (model, baseline,
+    /// canary, metric). Several pairs of one model (an older canary) all come back; callers
+    /// pick by `window_end_ms`.
+    pub async fn latest_canary_verdicts(
+        &self,
+        model: Option<&str>,
+    ) -> Result<Vec<CanaryVerdictRow>, Error> {
+        let t = self.table(CanaryVerdictRow::TABLE);
+        let sql = format!(
+            "SELECT ?fields FROM {t} FINAL WHERE `scope` = 'cumulative' \
+             AND (? = 0 OR `model` = ?) \
+             AND (`model`, `baseline_version`, `canary_version`, `window_end_ms`) IN \
+             (SELECT `model`, `baseline_version`, `canary_version`, max(`window_end_ms`) \
+              FROM {t} FINAL WHERE `scope` = 'cumulative' AND `metric` = 'overall' \
+              AND (? = 0 OR `model` = ?) \
+              GROUP BY `model`, `baseline_version`, `canary_version`) \
+             ORDER BY `model`, `baseline_version`, `canary_version`, `metric`"
+        );
+        let flag = u8::from(model.is_some());
+        let m = model.unwrap_or("");
+        self.client
+            .query(&sql)
+            .bind(flag)
+            .bind(m)
+            .bind(flag)
+            .bind(m)
+            .fetch_all()
+            .await
+            .map_err(|e| Error::query("reading canary verdicts", e))
+    }
+
+    /// `pane_stats` rows of one (model, version) with panes starting in `[since_ms, until_ms)`,
+    /// ordered by pane start and partition.
+    pub async fn pane_stats(
+        &self,
+        model: &str,
+        version: &str,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<PaneStatsRow>, Error> {
+        self.panes_of(model, version, since_ms, until_ms, "reading pane_stats").await
+    }
+
+    /// `pane_bins` rows of one (model, version) with panes starting in `[since_ms, until_ms)`,
+    /// ordered by pane start, partition, kind and feature.
+    pub async fn pane_bins(
+        &self,
+        model: &str,
+        version: &str,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<PaneBinsRow>, Error> {
+        self.panes_of(model, version, since_ms, until_ms, "reading pane_bins").await
+    }
+
+    async fn panes_of<T: Table>(
+        &self,
+        model: &str,
+        version: &str,
+        since_ms: i64,
+        until_ms: i64,
+        what: &'static str,
+    ) -> Result<Vec<T>, Error> {
+        let order = T::ORDER_BY.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT ?fields FROM {} FINAL WHERE `model` = ? AND `version` = ? \
+             AND `pane_start_ms` >= ? AND `pane_start_ms` < ? ORDER BY {order}",
+            self.table(T::TABLE)
+        );
+        self.client
+            .query(&sql)
+            .bind(model)
+            .bind(version)
+            .bind(since_ms)
+            .bind(until_ms)
+            .fetch_all()
+            .await
+            .map_err(|e| Error::query(what, e))
+    }
+
     /// Cumulative merge of `pane_stats` per (model, version) over panes starting in
     /// `[since_ms, until_ms)`, optionally for one model: requests, errors, `sumMap` of the
     /// latency and time-to-first-token buckets, sums and extremes.

@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use modelwatch_clickhouse::Store;
-use modelwatch_clickhouse::rows::{DriftScoreRow, MetricStatsRow, WindowStatsRow};
+use modelwatch_clickhouse::rows::{
+    DriftScoreRow, MetricStatsRow, PaneBinsRow, PaneStatsRow, WindowStatsRow,
+};
 use modelwatch_core::bins::FrozenLayout;
 use modelwatch_core::metrics::CounterSeries;
 use modelwatch_core::tracker::{PartitionCheckpoint, ReferenceSnapshot};
@@ -73,9 +75,13 @@ pub struct EngineOptions {
     /// when it is full the rows of that flush are dropped and counted
     /// (`modelwatch_alert_flushes_dropped`), so a stuck consumer never stalls the pipeline.
     pub written: Option<SyncSender<WrittenWindows>>,
+    /// Models whose pane rows are handed over with the window rows (the canary judge's
+    /// models); the pane rows of other models are not.
+    pub written_pane_models: Vec<String>,
 }
 
-/// The rows of closed windows of one flush, handed over after the sink wrote them durably.
+/// The rows of closed windows (and of the closed panes of the models asked for) of one flush,
+/// handed over after the sink wrote them durably.
 #[derive(Debug, Clone, Default)]
 pub struct WrittenWindows {
     /// `window_stats` rows.
@@ -84,6 +90,10 @@ pub struct WrittenWindows {
     pub metric_stats: Vec<MetricStatsRow>,
     /// `drift_scores` rows.
     pub drift_scores: Vec<DriftScoreRow>,
+    /// `pane_stats` rows of [`EngineOptions::written_pane_models`].
+    pub pane_stats: Vec<PaneStatsRow>,
+    /// `pane_bins` rows of [`EngineOptions::written_pane_models`].
+    pub pane_bins: Vec<PaneBinsRow>,
 }
 
 impl EngineOptions {
@@ -106,6 +116,7 @@ impl EngineOptions {
             tick_interval: Duration::from_millis(200),
             lag_interval: Duration::from_secs(5),
             written: None,
+            written_pane_models: Vec::new(),
         }
     }
 }
@@ -276,7 +287,8 @@ pub fn run<S: Sink>(
 
     let (flush_tx, flush_rx) = tokio::sync::mpsc::channel::<Flush>(opts.max_in_flight.max(1));
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>();
-    rt.spawn(sink_task(sink, flush_rx, ack_tx, Arc::clone(&metrics), opts.written.clone()));
+    let written = opts.written.clone().map(|tx| (tx, Arc::new(opts.written_pane_models.clone())));
+    rt.spawn(sink_task(sink, flush_rx, ack_tx, Arc::clone(&metrics), written));
 
     let positions: Positions = Arc::default();
     let highs: HighWatermarks = Arc::default();
@@ -336,7 +348,7 @@ async fn sink_task<S: Sink>(
     mut flushes: tokio::sync::mpsc::Receiver<Flush>,
     acks: Sender<Ack>,
     metrics: Arc<EngineMetrics>,
-    written: Option<SyncSender<WrittenWindows>>,
+    written: Option<(SyncSender<WrittenWindows>, Arc<Vec<String>>)>,
 ) {
     while let Some(flush) = flushes.recv().await {
         let mut backoff = Duration::from_millis(200);
@@ -357,9 +369,9 @@ async fn sink_task<S: Sink>(
         };
         let Flush { rows, commits, .. } = flush;
         if result.is_ok()
-            && let Some(tx) = &written
+            && let Some((tx, pane_models)) = &written
         {
-            hand_over_windows(tx, rows, &metrics);
+            hand_over_windows(tx, rows, pane_models, &metrics);
         }
         let result = result.map(|()| commits);
         let failed = result.is_err();
@@ -373,14 +385,26 @@ async fn sink_task<S: Sink>(
 fn hand_over_windows(
     tx: &SyncSender<WrittenWindows>,
     rows: crate::collect::Rows,
+    pane_models: &[String],
     metrics: &EngineMetrics,
 ) {
-    let w = WrittenWindows {
+    let wanted = |model: &String| pane_models.contains(model);
+    let mut w = WrittenWindows {
         window_stats: rows.window_stats,
         metric_stats: rows.metric_stats,
         drift_scores: rows.drift_scores,
+        pane_stats: Vec::new(),
+        pane_bins: Vec::new(),
     };
-    if w.window_stats.is_empty() && w.metric_stats.is_empty() && w.drift_scores.is_empty() {
+    if !pane_models.is_empty() {
+        w.pane_stats = rows.pane_stats.into_iter().filter(|r| wanted(&r.model)).collect();
+        w.pane_bins = rows.pane_bins.into_iter().filter(|r| wanted(&r.model)).collect();
+    }
+    if w.window_stats.is_empty()
+        && w.metric_stats.is_empty()
+        && w.drift_scores.is_empty()
+        && w.pane_stats.is_empty()
+    {
         return;
     }
     match tx.try_send(w) {

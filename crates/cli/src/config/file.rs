@@ -222,8 +222,9 @@ pub struct HttpSection {
     /// Socket address to listen on, `ip:port`.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Bearer token required by the `/api` routes that change state (silences), at least 16
-    /// characters. Unset: those routes are refused. `/metrics` and `/healthz` stay open.
+    /// Bearer token (`Authorization: Bearer ...`) required by every `/api` route when set, at
+    /// least 16 characters; the Flagger webhooks may pass it as `metadata.token` instead.
+    /// Unset: the canary routes are open. `/metrics`, `/healthz` and `/readyz` stay open.
     #[serde(default = "default_auth_token", skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
 }

@@ -134,7 +134,7 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Bearer token of the state-changing `/api` routes, at least [`MIN_AUTH_TOKEN_LEN`] long.
+    /// Bearer token of the `/api` routes, at least [`MIN_AUTH_TOKEN_LEN`] long.
     pub auth_token: Option<Secret>,
 }
 
