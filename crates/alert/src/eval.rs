@@ -29,7 +29,9 @@
 
 use std::collections::BTreeMap;
 
-use modelwatch_clickhouse::rows::{AlertRow, DriftScoreRow, MetricStatsRow, WindowStatsRow};
+use modelwatch_clickhouse::rows::{
+    AlertRow, CanaryVerdictRow, DriftScoreRow, MetricStatsRow, WindowStatsRow,
+};
 
 use crate::fingerprint::fingerprint;
 use crate::rule::{DriftReference, FeatureSel, Metric, Rule};
@@ -59,6 +61,8 @@ pub struct WindowRows<'a> {
     pub metrics: &'a [MetricStatsRow],
     /// `drift_scores` rows.
     pub drift: &'a [DriftScoreRow],
+    /// `canary_verdicts` rows (the `overall` rows of cumulative verdicts are evaluated).
+    pub verdicts: &'a [CanaryVerdictRow],
 }
 
 /// The state an [`AlertEvent`] moves an alert into.
@@ -434,6 +438,26 @@ impl Evaluator {
                         });
                     }
                 }
+                Metric::Canary(m) => {
+                    let evaluated = rows.verdicts.iter().filter(|r| {
+                        r.metric == "overall"
+                            && r.scope == "cumulative"
+                            && rule.applies_to(&r.model, &r.canary_version)
+                            && r.n_canary >= rule.min_samples()
+                    });
+                    for r in evaluated {
+                        if let Some(value) = m.of(r) {
+                            inputs.push(Input {
+                                at: r.window_end_ms,
+                                rule: ri,
+                                model: r.model.clone(),
+                                version: r.canary_version.clone(),
+                                baseline: r.baseline_version.clone(),
+                                value,
+                            });
+                        }
+                    }
+                }
                 Metric::Absent { .. } => {}
             }
         }
@@ -745,7 +769,7 @@ fn relative_values(
                 }
             }
             // Refused by validation.
-            Metric::Drift { .. } | Metric::Absent { .. } => None,
+            Metric::Drift { .. } | Metric::Canary(_) | Metric::Absent { .. } => None,
         };
         if let Some(value) = sides.and_then(|(b, c)| compare.apply(c, b)) {
             inputs.push(Input {

@@ -435,6 +435,33 @@ impl MetricAgg {
     }
 }
 
+/// A value of a canary verdict (`canary_verdicts` rows of metric `overall`, scope
+/// `cumulative`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryMetric {
+    /// `canary:rollback`: 1 when the decision is `rollback`, else 0.
+    Rollback,
+    /// `canary:invalid`: 1 when the comparison is invalid (sample-ratio mismatch), else 0.
+    Invalid,
+    /// `canary:promote`: 1 when the decision is `promote`, else 0.
+    Promote,
+    /// `canary:score`: the verdict's weighted score, 0 to 100.
+    Score,
+}
+
+impl CanaryMetric {
+    /// The value of an `overall` verdict row.
+    pub fn of(self, r: &modelwatch_clickhouse::rows::CanaryVerdictRow) -> Option<f64> {
+        let is = |d: &str| Some(if r.decision == d { 1.0 } else { 0.0 });
+        match self {
+            CanaryMetric::Rollback => is("rollback"),
+            CanaryMetric::Invalid => is("invalid"),
+            CanaryMetric::Promote => is("promote"),
+            CanaryMetric::Score => r.score.filter(|v| v.is_finite()),
+        }
+    }
+}
+
 /// A drift score column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriftKind {
@@ -488,6 +515,8 @@ pub enum Metric {
         /// Reference-period or baseline rows.
         reference: DriftReference,
     },
+    /// The canary judge's latest cumulative verdict of a pair, on the canary version.
+    Canary(CanaryMetric),
     /// No window with requests for longer than this, in wall-clock milliseconds.
     Absent {
         /// The silence that makes the condition hold.
@@ -510,6 +539,15 @@ impl Metric {
             let (name, agg) = rest.rsplit_once(':')?;
             let &(_, agg) = METRIC_AGGS.iter().find(|(n, _)| *n == agg)?;
             return (!name.is_empty()).then(|| Metric::MetricEvent { name: name.to_owned(), agg });
+        }
+        if let Some(rest) = s.strip_prefix("canary:") {
+            return Some(Metric::Canary(match rest {
+                "rollback" => CanaryMetric::Rollback,
+                "invalid" => CanaryMetric::Invalid,
+                "promote" => CanaryMetric::Promote,
+                "score" => CanaryMetric::Score,
+                _ => return None,
+            }));
         }
         if let Some(rest) = s.strip_prefix("drift:") {
             let (kind, feature) = rest.split_once(':')?;
@@ -705,7 +743,8 @@ impl RuleSpec {
                     value: self.metric.clone(),
                     expected: "a window metric (e.g. latency_p99_ms, error_rate), \
                                metric:<name>:<avg|sum|min|max|last|count|p50|p99|rate>, \
-                               drift:<kl|psi|js>:<feature|max> or absent",
+                               drift:<kl|psi|js>:<feature|max>, \
+                               canary:<rollback|invalid|promote|score> or absent",
                 })?;
         let is_drift = matches!(metric, Metric::Drift { .. });
         if self.drift_reference.is_some() && !is_drift {
@@ -755,11 +794,12 @@ impl RuleSpec {
         }
         let relative = match (self.relative_to, self.compare) {
             (Some(RelativeTo::Baseline), c) => {
-                if absent || is_drift {
+                if absent || is_drift || matches!(metric, Metric::Canary(_)) {
                     return Err(ConfigError::NotAllowed {
                         key: key("relative_to"),
-                        reason: "for drift or `absent` rules (use `drift_reference = \"baseline\"` \
-                                 for drift against the baseline)",
+                        reason: "for drift, canary or `absent` rules (use `drift_reference = \
+                                 \"baseline\"` for drift against the baseline; canary verdicts \
+                                 already compare with the baseline)",
                     });
                 }
                 Some(c.unwrap_or_default())

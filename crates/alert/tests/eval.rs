@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use modelwatch_alert::rule::{Compare, DriftReference, Op, RelativeTo};
 use modelwatch_alert::{AlertEvent, AlertState, CanaryPair, Evaluator, WindowRows};
-use modelwatch_clickhouse::rows::WindowStatsRow;
+use modelwatch_clickhouse::rows::{CanaryVerdictRow, WindowStatsRow};
 
 fn feed(ev: &mut Evaluator, windows: &[WindowStatsRow]) -> Vec<AlertEvent> {
     ev.observe(WindowRows { windows, ..WindowRows::default() })
@@ -206,7 +206,12 @@ fn metric_aggregates_and_drift_scores() {
         metric("m", "v2", "gpu_util", 10_000, 10, 95.0),
         metric("m", "v2", "other", 10_000, 10, 99.0),
     ];
-    let events = ev.observe(WindowRows { windows: &[], metrics: &metric_rows, drift: &drift_rows });
+    let events = ev.observe(WindowRows {
+        windows: &[],
+        metrics: &metric_rows,
+        drift: &drift_rows,
+        verdicts: &[],
+    });
     let got: Vec<(&str, Option<f64>)> = events.iter().map(|e| (e.rule.as_str(), e.value)).collect();
     assert_eq!(
         got,
@@ -367,4 +372,59 @@ fn retiring_a_version_ends_its_alerts_but_not_its_absent_alerts_unless_asked() {
     // The version returns: its sequence continues.
     let back = feed(&mut ev, &[window("m", "v1", 140_000, 100, 150.0)]);
     assert_eq!((back[0].state, back[0].seq), (AlertState::Firing, 3));
+}
+
+fn verdict(metric: &str, scope: &str, end: i64, decision: &str) -> CanaryVerdictRow {
+    CanaryVerdictRow {
+        model: "m".into(),
+        baseline_version: "v1".into(),
+        canary_version: "v2".into(),
+        scope: scope.into(),
+        window_end_ms: end,
+        metric: metric.into(),
+        classification: String::new(),
+        statistic: None,
+        p_value: None,
+        effect: None,
+        n_baseline: 5_000,
+        n_canary: 500,
+        threshold: None,
+        score: Some(if decision == "rollback" { 20.0 } else { 100.0 }),
+        decision: decision.into(),
+        evidence: "{}".into(),
+        written_at_ms: 0,
+    }
+}
+
+#[test]
+fn canary_rules_fire_on_the_cumulative_decision_of_the_canary_version() {
+    let mut s = spec("canary_rollback", "canary:rollback", Op::Ge, 1.0);
+    s.annotations.insert("b".into(), "{{baseline}}".into());
+    let score = spec("canary_score", "canary:score", Op::Lt, 50.0);
+    let mut ev = Evaluator::new(vec![s.validate(0).unwrap(), score.validate(1).unwrap()]);
+    let rows = [
+        // Window-scope rows and per-metric rows are not the decision: ignored.
+        verdict("overall", "window", 10_000, "rollback"),
+        verdict("latency", "cumulative", 10_000, "rollback"),
+        verdict("overall", "cumulative", 10_000, "continue"),
+    ];
+    let events = ev.observe(WindowRows { verdicts: &rows, ..WindowRows::default() });
+    assert!(events.is_empty(), "{events:?}");
+    let rows = [verdict("overall", "cumulative", 20_000, "rollback")];
+    let events = ev.observe(WindowRows { verdicts: &rows, ..WindowRows::default() });
+    let got: Vec<(&str, AlertState, &str, Option<f64>)> =
+        events.iter().map(|e| (e.rule.as_str(), e.state, e.version.as_str(), e.value)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("canary_rollback", AlertState::Firing, "v2", Some(1.0)),
+            ("canary_score", AlertState::Firing, "v2", Some(20.0)),
+        ]
+    );
+    assert_eq!(events[0].annotations["b"], "v1");
+    // Not with a baseline-relative comparison: verdicts already compare with the baseline.
+    let mut bad = spec("x", "canary:score", Op::Lt, 50.0);
+    bad.relative_to = Some(RelativeTo::Baseline);
+    assert!(bad.validate(0).unwrap_err().to_string().contains("relative_to"));
+    assert!(spec("x", "canary:verdict", Op::Lt, 1.0).validate(0).is_err());
 }
