@@ -95,7 +95,9 @@ pub struct RuleSpec {
     /// `ttft_p99_ms`), a metric-event aggregate `metric:<name>:<agg>` (agg: `avg`, `sum`,
     /// `min`, `max`, `last`, `count`, `p50`, `p99`, `rate`), a drift score
     /// `drift:<kl|psi|js>:<feature>` or `drift:<kl|psi|js>:max` (the largest over the
-    /// window's features), or `absent` (a version that stops sending; see `absent_for`).
+    /// window's features), a canary verdict `canary:<rollback|invalid|promote|score>` (the
+    /// judge's latest cumulative decision for the canary version of a `[[canary]]` pair: 1 or 0,
+    /// or the score 0 to 100), or `absent` (a version that stops sending; see `absent_for`).
     pub metric: String,
     /// Comparison: `">"`, `">="`, `"<"` or `"<="`. Required unless `metric = "absent"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

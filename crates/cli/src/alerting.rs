@@ -395,6 +395,7 @@ impl Worker {
                         windows: &w.window_stats,
                         metrics: &w.metric_stats,
                         drift: &w.drift_scores,
+                        verdicts: &w.canary_verdicts,
                     });
                     self.apply(events);
                     let firing: Vec<(String, i64)> =
@@ -602,7 +603,7 @@ fn write_log(store: &dyn AlertStore, rows: &[AlertRow], metrics: &AlertMetrics, 
 }
 
 /// Calls `f` until it succeeds (backing off up to 10 s), or until `stop` is set.
-fn retry_io<T>(
+pub(crate) fn retry_io<T>(
     what: &str,
     stop: &AtomicBool,
     mut f: impl FnMut() -> anyhow::Result<T>,

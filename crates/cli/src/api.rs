@@ -266,6 +266,7 @@ mod tests {
             row("a", "v3", 5000, "latency", "promote"),
             row("a", "v3", 5000, OVERALL, "promote"),
             row("b", "v2", 3000, "latency", "rollback"),
+            row("b", "v2", 3000, OVERALL, "rollback"),
             // A pair without its overall row is incomplete and skipped.
             row("c", "v2", 3000, "latency", "rollback"),
         ];

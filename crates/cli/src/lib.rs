@@ -6,4 +6,5 @@ pub mod api;
 pub mod channels;
 pub mod config;
 pub mod http;
+pub mod judging;
 pub mod serve;

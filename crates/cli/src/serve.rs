@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use crate::alerting::{self, AlertMetrics, ClickHouseAlertStore, WorkerContext};
 use crate::config::{self, Config};
 use crate::http::{self, AppState};
+use crate::judging::{self, ClickHouseVerdictStore, JudgeContext, JudgeMetrics, JudgedPair};
 
 /// The store of the configured ClickHouse.
 pub fn store(config: &Config) -> anyhow::Result<Store> {
@@ -109,9 +110,11 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 
     let metrics = Arc::new(EngineMetrics::default());
     let alert_metrics = Arc::new(AlertMetrics::default());
+    let judge_metrics = Arc::new(JudgeMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     alert_metrics.register(&mut registry);
+    judge_metrics.register(&mut registry);
     let stop = Arc::new(AtomicBool::new(false));
 
     // Alerting: restored from the alerts log before the engine hands over its first windows.
@@ -147,6 +150,42 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         Some(worker)
     } else {
         None
+    };
+
+    // The canary judge sits between the engine and the alert worker: it judges every flush's
+    // panes and hands the flush on with its verdicts (alert rules may fire on decisions).
+    let judge_worker = if config.canaries().is_empty() {
+        None
+    } else {
+        let pairs: Vec<JudgedPair> = config
+            .canaries()
+            .iter()
+            .map(|c| JudgedPair {
+                model: c.model.clone(),
+                baseline: c.baseline.clone(),
+                canary: c.canary.clone(),
+                expected_share: c.expected_share,
+            })
+            .collect();
+        let dropped_metrics = Arc::clone(&metrics);
+        let ctx = JudgeContext {
+            spec: Arc::new(config.judge().clone()),
+            window_ms: config.core().windows.window_ms(),
+            store: Arc::new(ClickHouseVerdictStore::new(
+                store.clone(),
+                writer.clone(),
+                runtime.handle().clone(),
+            )),
+            forward: opts.written.take(),
+            dropped: Box::new(move || dropped_metrics.alert_windows_dropped_total()),
+            metrics: Arc::clone(&judge_metrics),
+            stop: Arc::clone(&stop),
+        };
+        let (tx, worker) = judging::start(&pairs, ctx)?;
+        opts.written = Some(tx);
+        opts.written_pane_models = pairs.iter().map(|p| p.model.clone()).collect();
+        tracing::info!(pairs = pairs.len(), "canary judge enabled");
+        Some(worker)
     };
 
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -187,7 +226,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         })
         .context("starting the engine thread")?;
     let result = engine.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
-    // The engine is gone, and with it the queue: the worker evaluates what is left, delivers
+    // The engine is gone, and with it the queue: the judge writes its last verdicts and closes
+    // the alert worker's queue by stopping.
+    if let Some(j) = judge_worker {
+        j.join();
+    }
+    // The alert worker evaluates what is left, delivers
     // what is due and writes every pending log row (bounded: deliveries no longer retry once
     // stopping, but a receiver may take its whole timeout).
     if let Some(w) = alert_worker {

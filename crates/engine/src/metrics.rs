@@ -314,6 +314,11 @@ impl EngineMetrics {
         self.windows_dropped.inc();
     }
 
+    /// Flushes dropped so far because the queue after the sink was full.
+    pub fn alert_windows_dropped_total(&self) -> u64 {
+        self.windows_dropped.get()
+    }
+
     /// Records sent to the dead-letter topic, and those that could not be.
     pub fn dead_lettered(&self, sent: u64, failed: u64) {
         self.dead_letters.inc_by(sent);

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use modelwatch_clickhouse::Store;
 use modelwatch_clickhouse::rows::{
-    DriftScoreRow, MetricStatsRow, PaneBinsRow, PaneStatsRow, WindowStatsRow,
+    CanaryVerdictRow, DriftScoreRow, MetricStatsRow, PaneBinsRow, PaneStatsRow, WindowStatsRow,
 };
 use modelwatch_core::bins::FrozenLayout;
 use modelwatch_core::metrics::CounterSeries;
@@ -94,6 +94,9 @@ pub struct WrittenWindows {
     pub pane_stats: Vec<PaneStatsRow>,
     /// `pane_bins` rows of [`EngineOptions::written_pane_models`].
     pub pane_bins: Vec<PaneBinsRow>,
+    /// `canary_verdicts` rows made from this flush (empty from the engine; the binary's canary
+    /// judge fills them in before the alert worker sees the flush).
+    pub canary_verdicts: Vec<CanaryVerdictRow>,
 }
 
 impl EngineOptions {
@@ -395,6 +398,7 @@ fn hand_over_windows(
         drift_scores: rows.drift_scores,
         pane_stats: Vec::new(),
         pane_bins: Vec::new(),
+        canary_verdicts: Vec::new(),
     };
     if !pane_models.is_empty() {
         w.pane_stats = rows.pane_stats.into_iter().filter(|r| wanted(&r.model)).collect();

@@ -17,6 +17,7 @@ use modelwatch_core::{
     config::{DriftSpec, Limits, WindowSpec},
     latency::LatencySpec,
 };
+use modelwatch_judge::{DriftJudgeSpec, ErrorRateJudgeSpec, JudgeSpec, LatencyJudgeSpec};
 use serde::{Deserialize, Serialize};
 use toml::Table;
 
@@ -53,6 +54,9 @@ pub struct ConfigFile {
     /// Canary pairs (`[[canary]]` entries).
     #[serde(default, rename = "canary", skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<CanaryEntry>,
+    /// How canaries are judged against their baselines.
+    #[serde(default)]
+    pub judge: JudgeSection,
     /// Alert rules, delivery channels and notification timing.
     #[serde(default)]
     pub alerts: AlertsSection,
@@ -227,6 +231,80 @@ pub struct HttpSection {
     /// Unset: the canary routes are open. `/metrics`, `/healthz` and `/readyz` stay open.
     #[serde(default = "default_auth_token", skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+}
+
+/// `[judge]`: how the canary of every `[[canary]]` pair is judged against its baseline
+/// (latency, error rate, drift, sample ratio) and when it is promoted or rolled back. Decisions
+/// come from always-valid sequential tests over the data since the canary's first pane, so
+/// judging it every slide does not raise the false-rollback rate above `alpha`. Verdicts are
+/// rows of `canary_verdicts` and answers of `/api/v1/canaries`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeSection {
+    /// Bound on the probability that a canary no worse than its baseline is ever rolled back,
+    /// over its whole life however often it is judged; split equally between the critical
+    /// sequential tests (Bonferroni). In (0, 1).
+    pub alpha: f64,
+    /// Probability of detecting an effect of the minimum size (and of promoting a healthy
+    /// canary) once `samples_needed` canary requests are in. In (0, 1).
+    pub power: f64,
+    /// Event time from the canary's first pane before it may be promoted.
+    #[serde(with = "duration")]
+    pub min_duration: Duration,
+    /// Requests of each version before a metric is judged; below it is `nodata`.
+    pub min_samples: u64,
+    /// Weighted score (0 to 100) a canary needs to be promoted.
+    pub promote_score: f64,
+    /// Level of the sample-ratio-mismatch test against `[[canary]] expected_share`
+    /// (sequential, so it bounds the chance that a correct split is ever called mismatched).
+    /// A mismatch makes the verdict `invalid` instead of judging it.
+    pub srm_alpha: f64,
+    /// Latency: Mann-Whitney U over the histograms and a tail test (`[judge.latency]`).
+    pub latency: LatencyJudgeSpec,
+    /// Error rate: two-proportion test, Fisher's exact test on small counts
+    /// (`[judge.error_rate]`).
+    pub error_rate: ErrorRateJudgeSpec,
+    /// Feature and prediction drift of the canary against the baseline (`[judge.drift]`).
+    pub drift: DriftJudgeSpec,
+}
+
+impl Default for JudgeSection {
+    fn default() -> Self {
+        JudgeSection::from(JudgeSpec::default())
+    }
+}
+
+impl From<JudgeSpec> for JudgeSection {
+    fn from(s: JudgeSpec) -> Self {
+        Self {
+            alpha: s.alpha,
+            power: s.power,
+            min_duration: Duration::from_millis(s.min_duration_ms.max(0) as u64),
+            min_samples: s.min_samples,
+            promote_score: s.promote_score,
+            srm_alpha: s.srm_alpha,
+            latency: s.latency,
+            error_rate: s.error_rate,
+            drift: s.drift,
+        }
+    }
+}
+
+impl JudgeSection {
+    /// The judge's settings (not yet validated).
+    pub fn to_spec(&self) -> JudgeSpec {
+        JudgeSpec {
+            alpha: self.alpha,
+            power: self.power,
+            min_duration_ms: i64::try_from(self.min_duration.as_millis()).unwrap_or(i64::MAX),
+            min_samples: self.min_samples,
+            promote_score: self.promote_score,
+            srm_alpha: self.srm_alpha,
+            latency: self.latency.clone(),
+            error_rate: self.error_rate.clone(),
+            drift: self.drift.clone(),
+        }
+    }
 }
 
 /// `[pipeline]`: how often results are flushed to ClickHouse (each flush ends with a checkpoint)

@@ -39,8 +39,8 @@ pub use env::Environment;
 pub use error::ConfigError;
 pub use file::{
     AlertsSection, CanaryEntry, ClickHouseSection, ConfigFile, DriftSection, HttpSection,
-    KafkaSection, LatencySection, LimitsSection, OffsetReset, PipelineSection, SilenceEntry,
-    WindowsSection,
+    JudgeSection, KafkaSection, LatencySection, LimitsSection, OffsetReset, PipelineSection,
+    SilenceEntry, WindowsSection,
 };
 pub use secret::Secret;
 pub use validate::MIN_AUTH_TOKEN_LEN;
@@ -57,6 +57,7 @@ pub struct Config {
     http: HttpConfig,
     pipeline: PipelineConfig,
     canaries: Vec<CanaryPair>,
+    judge: modelwatch_judge::JudgeSpec,
     alerts: AlertsConfig,
 }
 
@@ -220,6 +221,10 @@ impl Config {
     /// `[[canary]]` entries, in file order.
     pub fn canaries(&self) -> &[CanaryPair] {
         &self.canaries
+    }
+    /// `[judge]`, validated.
+    pub fn judge(&self) -> &modelwatch_judge::JudgeSpec {
+        &self.judge
     }
     /// `[alerts]`.
     pub fn alerts(&self) -> &AlertsConfig {

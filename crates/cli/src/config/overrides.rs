@@ -73,6 +73,12 @@ pub const OVERRIDABLE: &[(&str, &str, KeyKind)] = &[
     ("pipeline", "flush_interval", KeyKind::Duration),
     ("pipeline", "flush_rows", KeyKind::Integer),
     ("pipeline", "max_in_flight", KeyKind::Integer),
+    ("judge", "alpha", KeyKind::Float),
+    ("judge", "power", KeyKind::Float),
+    ("judge", "min_duration", KeyKind::Duration),
+    ("judge", "min_samples", KeyKind::Integer),
+    ("judge", "promote_score", KeyKind::Float),
+    ("judge", "srm_alpha", KeyKind::Float),
     ("alerts", "group_wait", KeyKind::Duration),
     ("alerts", "group_interval", KeyKind::Duration),
     ("alerts", "repeat_interval", KeyKind::Duration),
@@ -91,6 +97,7 @@ const SECTIONS: &[&str] = &[
     "http",
     "pipeline",
     "canary",
+    "judge",
     "alerts",
 ];
 

@@ -23,6 +23,8 @@ const CHANNEL_SOURCES: &[(&str, &str, &str)] = &[
     ("alertmanager", "AlertmanagerConfig", include_str!("../../../notify/src/alertmanager.rs")),
 ];
 const RETRY_SOURCE: &str = include_str!("../../../notify/src/retry.rs");
+/// `[judge.latency]`, `[judge.error_rate]` and `[judge.drift]` are the judge crate's specs.
+const JUDGE_SOURCE: &str = include_str!("../../../judge/src/spec.rs");
 
 /// Keys without a default that validation requires.
 const REQUIRED: &[(&str, &str)] =
@@ -110,6 +112,8 @@ fn user_type(ty: &str) -> String {
         "Table" => "table",
         "WebhookFormat" => r#""alertmanager" | "slack""#,
         "SmtpTls" => r#""none" | "starttls" | "tls""#,
+        "Direction" => r#""increase" | "decrease" | "both""#,
+        "LatencyJudgeSpec" | "ErrorRateJudgeSpec" | "DriftJudgeSpec" => "table",
         "Secret" => "string (secret)",
         "usize" => "integer",
         other => other,
@@ -140,6 +144,7 @@ fn keys_table(
         } else {
             match defaults.and_then(|t| t.get(&name)) {
                 Some(Value::Table(t)) if t.is_empty() => "empty".to_owned(),
+                Some(Value::Table(_)) => "see below".to_owned(),
                 Some(v) => format!("`{v}`"),
                 None if field.ty.starts_with("Vec<") || field.ty.starts_with("BTreeMap<") => {
                     "empty".to_owned()
@@ -268,10 +273,28 @@ pub fn markdown() -> String {
         if key == "alerts" {
             alert_sections(w, &all);
         }
+        if key == "judge" {
+            judge_sections(w, section_defaults);
+        }
     }
     md.truncate(md.trim_end().len());
     md.push('\n');
     md
+}
+
+/// `[judge.latency]`, `[judge.error_rate]` and `[judge.drift]` (the judge crate's specs).
+fn judge_sections(w: &mut String, defaults: Option<&Table>) {
+    let structs = structs_of(JUDGE_SOURCE);
+    for (key, name) in [
+        ("latency", "LatencyJudgeSpec"),
+        ("error_rate", "ErrorRateJudgeSpec"),
+        ("drift", "DriftJudgeSpec"),
+    ] {
+        let Some(s) = structs.iter().find(|s| s.name == name) else { continue };
+        heading(w, &format!("[judge.{key}]"), &s.doc);
+        let d = defaults.and_then(|t| t.get(key)).and_then(Value::as_table);
+        keys_table(w, s, None, d, &|_, _| false);
+    }
 }
 
 /// `[[alerts.rules]]` (from the alerting crate's `RuleSpec`) and `[[alerts.silences]]`.

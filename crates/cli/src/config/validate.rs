@@ -63,8 +63,17 @@ impl ConfigFile {
         let http = http(self.http)?;
         let pipeline = pipeline(self.pipeline)?;
         let canaries = canaries(self.canaries)?;
+        let judge = self.judge.to_spec();
+        if let Err(e) = judge.validate() {
+            let modelwatch_judge::JudgeSpecError::OutOfRange { field, .. } = &e;
+            let field = if *field == "min_duration_ms" { "min_duration" } else { field };
+            return Err(ConfigError::Invalid {
+                key: format!("judge.{field}"),
+                message: e.to_string(),
+            });
+        }
         let alerts = alerts(self.alerts)?;
-        Ok(Config { kafka, clickhouse, core, http, pipeline, canaries, alerts })
+        Ok(Config { kafka, clickhouse, core, http, pipeline, canaries, judge, alerts })
     }
 }
 
