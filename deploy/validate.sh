@@ -153,7 +153,7 @@ run_crd_schemas() {
 }
 
 run_hadolint() {
-    "$VENV/bin/hadolint" --failure-threshold style deploy/docker/Dockerfile
+    "$VENV/bin/hadolint" --no-color --failure-threshold style deploy/docker/Dockerfile
 }
 
 # Dashboards: valid JSON, every panel target an SQL query of the provisioned data source.
