@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: format check, clippy with warnings denied, the deploy/local self test,
+# the static validators of deploy/ (deploy/validate.sh: yamllint, compose-spec schema,
+# kubernetes-validate, hadolint; PyPI venv cached in $MODELWATCH_CACHE/venv-deploy),
 # and every test of the workspace against a real broker (tansu) and a real ClickHouse, which this
 # script installs when missing (tansu is built once into ~/.cache/modelwatch, ~7 min cold) and
 # starts on loopback ports, then stops again.
@@ -28,6 +30,9 @@ trap 'deploy/local/services.sh down || true' EXIT
 
 echo "== deploy/local self test"
 deploy/local/selftest.sh
+
+echo "== deploy validators"
+deploy/validate.sh
 
 echo "== cargo test"
 cargo test --workspace --all-features --locked
