@@ -547,3 +547,24 @@ fn defaults_round_trip_through_toml() {
     let text = toml::to_string(&ConfigFile::default()).unwrap();
     assert_eq!(ConfigFile::parse(&text, &no_env()).unwrap(), ConfigFile::default());
 }
+
+#[test]
+fn the_deploy_configurations_are_valid() {
+    let env: Environment = [
+        ("CLICKHOUSE_PASSWORD", "pw"),
+        ("MODELWATCH_API_TOKEN", "a-token-of-at-least-16-chars"),
+        ("ALERT_WEBHOOK_SECRET", "s3cret"),
+        ("SMTP_PASSWORD", "pw"),
+    ]
+    .into_iter()
+    .collect();
+    for (name, text) in [
+        ("compose", include_str!("../../../../deploy/compose/modelwatch.toml")),
+        ("kubernetes", include_str!("../../../../deploy/kubernetes/modelwatch.toml")),
+    ] {
+        let c = Config::from_toml_str(text, &env).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(!c.canaries().is_empty(), "{name}: the canary gate needs a pair");
+        assert!(c.alerts().enabled(), "{name}: alerting is set up");
+        assert!(c.http().auth_token.is_some(), "{name}: the API is protected");
+    }
+}
