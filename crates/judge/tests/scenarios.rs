@@ -6,6 +6,8 @@
 //! Runtime (debug, this 2-core machine): about 40 req/s, 30 minutes of event time per seed take
 //! about 2.7 s; the whole file about 1 to 1.5 minutes.
 
+#![allow(clippy::print_stdout)] // measurements, shown with `-- --nocapture`
+
 mod common;
 
 use common::*;
@@ -47,11 +49,7 @@ fn identical_canary_is_never_rolled_back_and_is_promoted() {
     let best = promote_minutes.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
     assert!(best >= 10.0, "min_duration respected: {promote_minutes:?}");
     assert!(worst <= 25.0, "promoted (minutes, canary requests): {promote_minutes:?}");
-    // Reported by `cargo test -- --nocapture`.
-    #[allow(clippy::print_stdout)]
-    {
-        println!("promoted at (minutes, canary requests): {promote_minutes:?}");
-    }
+    println!("promoted at (minutes, canary requests): {promote_minutes:?}");
 }
 
 /// Every latency 30% higher on the canary: rolled back, on latency.
@@ -66,6 +64,7 @@ fn latency_regression_is_rolled_back() {
         let effect = metric(v, "latency").effect.expect("effect");
         assert!((0.2..0.4).contains(&effect), "shift estimate {effect}");
         assert!(minutes(v) < 5.0, "rolled back only at {:.1} min", minutes(v));
+        println!("latency +30%: rollback at {:.2} min", minutes(v));
     }
 }
 
@@ -78,6 +77,7 @@ fn tail_only_regression_is_rolled_back() {
     let v = r.first(Decision::Rollback).expect("rolled back");
     assert_eq!(metric(v, LATENCY_TAIL).classification, Class::High, "{}", v.reason);
     assert!(minutes(v) < 20.0, "rolled back only at {:.1} min", minutes(v));
+    println!("tail x1.5: rollback at {:.2} min", minutes(v));
     let last = r.last();
     let ev = &metric(last, "latency").evidence;
     let f = |k: &str| ev[k].as_f64().expect("number");
@@ -102,6 +102,7 @@ fn error_spike_is_rolled_back() {
     let v = r.first(Decision::Rollback).expect("rolled back");
     assert_eq!(metric(v, ERROR_RATE).classification, Class::High, "{}", v.reason);
     assert!(minutes(v) < 10.0, "rolled back only at {:.1} min", minutes(v));
+    println!("errors 1% -> 3%: rollback at {:.2} min", minutes(v));
 }
 
 /// A drifted input alone is flagged (high on that feature) and, drift not being critical by
@@ -135,6 +136,7 @@ fn feature_drift_alone_is_flagged_not_rolled_back() {
         Class::High
     );
     assert_eq!(last.decision, Decision::Promote, "{}", last.reason);
+    println!("drift: amount KL {:?}, {}", amount.effect, last.reason);
 }
 
 /// Too little traffic: continue with samples_needed, never a decision. Then a canary with the
@@ -180,6 +182,9 @@ fn too_little_traffic_continues_with_samples_needed_that_have_the_power() {
             rolled_back += 1;
         }
     }
+    println!(
+        "low traffic: {have} canary requests, {needed} more needed; min effect rolled back in {rolled_back} of {seeds} by {total}"
+    );
     assert!(rolled_back * 10 >= seeds * 8, "rolled back in {rolled_back} of {seeds} seeds");
 }
 
@@ -192,6 +197,7 @@ fn split_mismatch_is_invalid_and_correct_split_is_not() {
     let v = r.first(Decision::Invalid).expect("invalid");
     assert!(minutes(v) < 5.0, "invalid only at {:.1} min", minutes(v));
     assert!(v.reason.contains("sample ratio"), "{}", v.reason);
+    println!("split 15% vs 10%: invalid at {:.2} min", minutes(v));
 
     let cfg = config(9, 40.0, 0.10, vec![]);
     let r = run(&cfg, 900_000, JudgeSpec::default(), Some(0.10), |_| false);
