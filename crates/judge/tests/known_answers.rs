@@ -33,8 +33,8 @@ fn mann_whitney_matches_scipy_with_ties() {
     close(r.p_greater, 0.19041178617113214);
     close(r.p_less, 0.8181264486356673);
 
-    // x: (1000 + 37 i, (7 i) % 13 + 1), y: (1000 + 37 i (+ 37 unless i % 3 == 0... merged),
-    // (5 i) % 11 + 2), i in 0..60.
+    // x: (1000 + 37 i, (7 i) % 13 + 1); y: (1000 + 37 i + (37 when i % 3 == 0, else 0),
+    // (5 i) % 11 + 2) with equal values merged; i in 0..60.
     let x: Vec<(u32, u64)> =
         (0..60u32).map(|i| (1000 + 37 * i, u64::from((i * 7) % 13 + 1))).collect();
     let mut ym = BTreeMap::new();
