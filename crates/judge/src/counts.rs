@@ -213,3 +213,49 @@ pub struct Verdict {
     /// One human sentence.
     pub reason: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(seed: u64) -> ArmCounts {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut latency: Vec<(u32, u64)> =
+            (0..rng.usize(0..20)).map(|_| (rng.u32(0..50) * 10, rng.u64(1..5))).collect();
+        latency.sort_unstable();
+        latency.dedup_by_key(|b| b.0);
+        let mut bins = BTreeMap::new();
+        for f in ["a", "b"] {
+            if rng.bool() {
+                let v = (0..rng.usize(0..6)).map(|_| rng.u64(0..9)).collect();
+                bins.insert(("feature".to_owned(), f.to_owned()), v);
+            }
+        }
+        ArmCounts { requests: rng.u64(0..100), errors: rng.u64(0..3), latency, bins }
+    }
+
+    /// Adding is associative and commutative up to trailing zero bins (a window is the sum of
+    /// its panes in any order).
+    #[test]
+    fn add_is_associative_and_commutative() {
+        for seed in 0..200 {
+            let (a, b, c) = (counts(seed), counts(seed + 1000), counts(seed + 2000));
+            let mut ab_c = a.clone();
+            ab_c.add(&b);
+            ab_c.add(&c);
+            let mut bc = b.clone();
+            bc.add(&c);
+            let mut a_bc = a.clone();
+            a_bc.add(&bc);
+            let mut cba = c.clone();
+            cba.add(&b);
+            cba.add(&a);
+            assert_eq!(ab_c, a_bc);
+            assert_eq!(ab_c, cba);
+            assert!(ab_c.latency.windows(2).all(|w| w[0].0 < w[1].0));
+            let total: u64 = [&a, &b, &c].iter().flat_map(|x| x.latency.iter()).map(|b| b.1).sum();
+            assert_eq!(ab_c.latency.iter().map(|b| b.1).sum::<u64>(), total);
+        }
+        assert!(ArmCounts::default().is_empty());
+    }
+}

@@ -108,7 +108,8 @@ fn idx(arm: Arm) -> usize {
 
 impl PairJudge {
     /// A judge of one pair. `expected_share` is the canary's expected share of the pair's
-    /// requests (enables the sample-ratio check); `window_ms` the window length.
+    /// requests, in `(0, 1)` (enables the sample-ratio check; a value outside that range is
+    /// treated as unknown); `window_ms` the window length.
     pub fn new(spec: Arc<JudgeSpec>, expected_share: Option<f64>, window_ms: i64) -> Self {
         Self {
             spec,

@@ -259,3 +259,46 @@ impl JudgeSpec {
         self.alpha / f64::from(self.critical_sequential_metrics().max(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let field = |s: JudgeSpec| match s.validate() {
+            Err(JudgeSpecError::OutOfRange { field, .. }) => field,
+            Ok(()) => "ok",
+        };
+        assert_eq!(field(JudgeSpec::default()), "ok");
+        assert_eq!(field(JudgeSpec { power: 0.3, ..JudgeSpec::default() }), "power");
+        assert_eq!(field(JudgeSpec { srm_alpha: 0.0, ..JudgeSpec::default() }), "srm_alpha");
+        assert_eq!(
+            field(JudgeSpec { min_duration_ms: -1, ..JudgeSpec::default() }),
+            "min_duration"
+        );
+        let mut s = JudgeSpec::default();
+        s.latency.tail_quantile = 1.0;
+        assert_eq!(field(s), "latency.tail_quantile");
+        let mut s = JudgeSpec::default();
+        s.drift.fdr_q = f64::NAN;
+        assert_eq!(field(s), "drift.fdr_q");
+    }
+
+    #[test]
+    fn alpha_is_split_over_critical_metrics() {
+        let mut s = JudgeSpec::default();
+        assert_eq!(s.critical_sequential_metrics(), 3);
+        s.error_rate.critical = false;
+        assert_eq!(s.metric_alpha(), 0.025);
+    }
+
+    #[test]
+    fn toml_like_input_rejects_unknown_fields() {
+        let s: JudgeSpec =
+            serde_json::from_str(r#"{"alpha": 0.01, "latency": {"direction": "both"}}"#)
+                .expect("valid");
+        assert_eq!((s.alpha, s.latency.direction), (0.01, Direction::Both));
+        assert!(serde_json::from_str::<JudgeSpec>(r#"{"alpah": 0.01}"#).is_err());
+    }
+}

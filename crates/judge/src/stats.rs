@@ -69,11 +69,12 @@ pub struct MannWhitney {
 /// ```
 /// use modelwatch_judge::stats::mann_whitney_hist;
 ///
+/// // scipy.stats.mannwhitneyu([1, 1, 3, 3, 3, 3], [1, 1, 1, 2, 2, 2], method="asymptotic")
 /// let x = [(1, 2), (3, 4)];
 /// let y = [(1, 3), (2, 3)];
 /// let r = mann_whitney_hist(&x, &y).expect("both sides have data");
-/// assert_eq!(r.u, 15.0);
-/// assert!(r.p_greater < 0.05);
+/// assert_eq!(r.u, 27.0);
+/// assert!((r.p_two_sided - 0.14705724728090883).abs() < 1e-10);
 /// ```
 pub fn mann_whitney_hist(x: &[(u32, u64)], y: &[(u32, u64)]) -> Option<MannWhitney> {
     let n_x: u64 = x.iter().map(|b| b.1).sum();
@@ -425,4 +426,40 @@ pub fn required_samples(v1: f64, delta: f64, tau2: f64, alpha: f64, power: f64) 
         }
     }
     Some(hi as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The confidence sequence is exactly the set where the mixture likelihood ratio is below
+    /// `1 / alpha`.
+    #[test]
+    fn radius_is_the_likelihood_ratio_boundary() {
+        for (v, tau2, alpha) in [(1e-4, 1e-3, 0.05), (2.0, 0.5, 0.001), (1e-7, 1e-5, 0.0167)] {
+            let r = mixture_radius(v, tau2, alpha);
+            let at = mixture_log_lr(r, 0.0, v, tau2);
+            assert!((at - (1.0 / alpha).ln()).abs() < 1e-9, "{at}");
+            assert!(always_valid_p(1.0, r * 1.01, 0.0, v, tau2) < alpha);
+            assert!(always_valid_p(1.0, r * 0.99, 0.0, v, tau2) > alpha);
+        }
+    }
+
+    #[test]
+    fn quantiles_and_tails_of_histograms() {
+        let h = [(10, 50), (20, 40), (30, 9), (40, 1)];
+        assert_eq!(hist_quantile(&h, 0.5), Some(10));
+        assert_eq!(hist_quantile(&h, 0.99), Some(30));
+        assert_eq!(hist_quantile(&h, 1.0), Some(40));
+        assert_eq!(hist_count_above(&h, 20), 10);
+        assert_eq!(hist_quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn required_samples_grow_as_the_effect_shrinks() {
+        let n1 = required_samples(0.01, 0.01, 1e-4, 0.0167, 0.8).expect("valid");
+        let n2 = required_samples(0.01, 0.005, 2.5e-5, 0.0167, 0.8).expect("valid");
+        assert!(n2 > 3 * n1, "{n1} {n2}");
+        assert!(required_samples(0.0, 0.01, 1e-4, 0.05, 0.8).is_none());
+    }
 }
