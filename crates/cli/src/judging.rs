@@ -342,8 +342,9 @@ impl PairState {
         self.max_end[i] = self.max_end[i].max(Some(end_ms));
     }
 
-    /// Judges every end that can be judged now, in order.
-    fn judge_ready(&mut self) -> Vec<Verdict> {
+    /// Judges every end that can be judged now, in order; each cumulative verdict comes with
+    /// the judge's state right after it.
+    fn judge_ready(&mut self) -> Vec<(Verdict, Option<JudgeState>)> {
         let mut out = Vec::new();
         let candidates: BTreeSet<i64> = self.ends[0].union(&self.ends[1]).copied().collect();
         for end in candidates {
@@ -369,7 +370,10 @@ impl PairState {
                 }
                 break;
             }
-            out.extend(self.judge.evaluate(end));
+            for v in self.judge.evaluate(end) {
+                let state = (v.scope == Scope::Cumulative).then(|| self.judge.state());
+                out.push((v, state));
+            }
             self.ends[0].remove(&end);
             self.ends[1].remove(&end);
             // Pieces of panes up to the judged end are ignored from now on by their end.
@@ -380,7 +384,12 @@ impl PairState {
 
     /// The rows of a verdict: one per metric and an `overall` row carrying the decision, the
     /// reason and, for the cumulative scope, the judge's state.
-    fn rows(&self, v: &Verdict, written_at_ms: u64) -> Vec<CanaryVerdictRow> {
+    fn rows(
+        &self,
+        v: &Verdict,
+        state: Option<&JudgeState>,
+        written_at_ms: u64,
+    ) -> Vec<CanaryVerdictRow> {
         let scope = v.scope.as_str().to_owned();
         let decision = v.decision.as_str().to_owned();
         let base = |metric: &str| CanaryVerdictRow {
@@ -430,8 +439,8 @@ impl PairState {
             "samples_needed": v.samples_needed,
             "start_ms": v.start_ms,
         });
-        if v.scope == Scope::Cumulative {
-            evidence["state"] = serde_json::to_value(self.judge.state()).unwrap_or_default();
+        if let Some(state) = state {
+            evidence["state"] = serde_json::to_value(state).unwrap_or_default();
         }
         rows.push(CanaryVerdictRow {
             classification: String::new(),
@@ -455,8 +464,10 @@ impl PairState {
                 serde_json::from_str(&o.evidence).context("the last verdict's evidence")?;
             let state: JudgeState = serde_json::from_value(evidence["state"].clone())
                 .context("the last verdict's judge state")?;
-            let start = evidence["start_ms"].as_i64().unwrap_or(o.window_end_ms);
             let end = o.window_end_ms;
+            // The cumulative span starts at the canary's first pane (the baseline's panes
+            // before it only ever fed windows).
+            let start = state.first_pane_ms.unwrap_or(end);
             let b = store.totals(&self.pair.model, &self.pair.baseline, start, end)?;
             let c = store.totals(&self.pair.model, &self.pair.canary, start, end)?;
             let mut recent = Vec::new();
@@ -552,15 +563,7 @@ impl Worker {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(mut w) => {
-                    let dropped = (self.ctx.dropped)();
-                    if dropped != self.last_dropped {
-                        self.last_dropped = dropped;
-                        tracing::warn!("flushes were dropped before the canary judge: rebuilding");
-                        if let Err(e) = self.rebuild_all() {
-                            tracing::error!(error = %format!("{e:#}"), "rebuilding canary judges failed");
-                        }
-                    }
-                    let rows = self.observe(&w);
+                    let rows = self.process(&w);
                     if !rows.is_empty() {
                         let store = Arc::clone(&self.ctx.store);
                         if let Err(e) = retry_io("writing canary verdicts", &self.ctx.stop, || {
@@ -579,6 +582,20 @@ impl Worker {
         tracing::info!("canary judge stopped");
     }
 
+    /// A flush handed over: rebuilds first if flushes were dropped on the way here, then
+    /// judges it.
+    fn process(&mut self, w: &WrittenWindows) -> Vec<CanaryVerdictRow> {
+        let dropped = (self.ctx.dropped)();
+        if dropped != self.last_dropped {
+            self.last_dropped = dropped;
+            tracing::warn!("flushes were dropped before the canary judge: rebuilding");
+            if let Err(e) = self.rebuild_all() {
+                tracing::error!(error = %format!("{e:#}"), "rebuilding canary judges failed");
+            }
+        }
+        self.observe(w)
+    }
+
     /// Feeds a flush to the pairs and returns the rows of the verdicts it made possible.
     fn observe(&mut self, w: &WrittenWindows) -> Vec<CanaryVerdictRow> {
         let now = modelwatch_clickhouse::now_ms();
@@ -590,7 +607,7 @@ impl Worker {
                     p.window_closed(arm, ws.window_end_ms);
                 }
             }
-            for v in p.judge_ready() {
+            for (v, state) in p.judge_ready() {
                 self.ctx
                     .metrics
                     .verdicts
@@ -608,7 +625,7 @@ impl Worker {
                         "canary verdict"
                     );
                 }
-                rows.extend(p.rows(&v, now));
+                rows.extend(p.rows(&v, state.as_ref(), now));
             }
         }
         rows
@@ -625,5 +642,273 @@ impl Worker {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+
+    use modelwatch_clickhouse::rows::WindowStatsRow;
+
+    use super::*;
+
+    const SLIDE: i64 = 5_000;
+    const WINDOW: i64 = 30_000;
+
+    /// The three tables in memory, with ClickHouse's "latest version wins" on read.
+    #[derive(Default)]
+    struct MemStore {
+        verdicts: Mutex<Vec<CanaryVerdictRow>>,
+        stats: Mutex<Vec<PaneStatsRow>>,
+        bins: Mutex<Vec<PaneBinsRow>>,
+    }
+
+    impl VerdictStore for MemStore {
+        fn write(&self, rows: &[CanaryVerdictRow]) -> anyhow::Result<()> {
+            self.verdicts.lock().unwrap().extend_from_slice(rows);
+            Ok(())
+        }
+        fn latest(&self, pair: &JudgedPair) -> anyhow::Result<Vec<CanaryVerdictRow>> {
+            let v = self.verdicts.lock().unwrap();
+            let mine = |r: &&CanaryVerdictRow| {
+                r.model == pair.model && r.canary_version == pair.canary && r.scope == "cumulative"
+            };
+            let Some(end) = v.iter().filter(mine).map(|r| r.window_end_ms).max() else {
+                return Ok(Vec::new());
+            };
+            Ok(v.iter().filter(mine).filter(|r| r.window_end_ms == end).cloned().collect())
+        }
+        fn totals(
+            &self,
+            model: &str,
+            version: &str,
+            since_ms: i64,
+            until_ms: i64,
+        ) -> anyhow::Result<ArmCounts> {
+            let (stats, bins) = self.panes(model, version, since_ms, until_ms)?;
+            let mut c = ArmCounts::default();
+            for s in &stats {
+                c.requests += s.requests;
+                c.errors += s.errors;
+            }
+            let mut latency: BTreeMap<u32, u64> = BTreeMap::new();
+            for s in &stats {
+                for (b, n) in s.latency_bucket_us.iter().zip(&s.latency_bucket_counts) {
+                    *latency.entry(*b).or_default() += n;
+                }
+            }
+            c.latency = latency.into_iter().collect();
+            for b in bins {
+                let e = c.bins.entry((b.kind.clone(), b.feature.clone())).or_default();
+                e.resize(e.len().max(b.bin_counts.len()), 0);
+                for (x, y) in e.iter_mut().zip(&b.bin_counts) {
+                    *x += y;
+                }
+            }
+            Ok(c)
+        }
+        fn panes(
+            &self,
+            model: &str,
+            version: &str,
+            since_ms: i64,
+            until_ms: i64,
+        ) -> anyhow::Result<(Vec<PaneStatsRow>, Vec<PaneBinsRow>)> {
+            let hit = |m: &str, v: &str, start: i64| {
+                m == model && v == version && (since_ms..until_ms).contains(&start)
+            };
+            let stats = self.stats.lock().unwrap();
+            let bins = self.bins.lock().unwrap();
+            Ok((
+                stats
+                    .iter()
+                    .filter(|s| hit(&s.model, &s.version, s.pane_start_ms))
+                    .cloned()
+                    .collect(),
+                bins.iter()
+                    .filter(|b| hit(&b.model, &b.version, b.pane_start_ms))
+                    .cloned()
+                    .collect(),
+            ))
+        }
+    }
+
+    fn pane(version: &str, start: i64, partition: u32, requests: u64, slow: bool) -> PaneStatsRow {
+        let bucket = if slow { 30_000 } else { 20_000 };
+        PaneStatsRow {
+            model: "m".into(),
+            version: version.into(),
+            pane_start_ms: start,
+            source_partition: partition,
+            pane_end_ms: start + SLIDE,
+            requests,
+            errors: 0,
+            status_names: vec!["ok".into()],
+            status_counts: vec![requests],
+            latency_bucket_us: vec![bucket - 1_000, bucket, bucket + 1_000],
+            latency_bucket_counts: vec![
+                requests / 4,
+                requests / 2,
+                requests - requests / 4 - requests / 2,
+            ],
+            latency_sum_us: requests * u64::from(bucket),
+            latency_min_ms: 19.0,
+            latency_max_ms: 31.0,
+            ttft_bucket_us: Vec::new(),
+            ttft_bucket_counts: Vec::new(),
+            ttft_max_ms: 0.0,
+            token_requests: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            written_at_ms: 0,
+        }
+    }
+
+    fn window(version: &str, end: i64) -> WindowStatsRow {
+        WindowStatsRow {
+            model: "m".into(),
+            version: version.into(),
+            window_end_ms: end,
+            window_start_ms: end - WINDOW,
+            requests: 1,
+            errors: 0,
+            timeouts: 0,
+            error_rate: Some(0.0),
+            throughput_rps: 1.0,
+            latency_p50_ms: None,
+            latency_p90_ms: None,
+            latency_p99_ms: None,
+            latency_p999_ms: None,
+            latency_max_ms: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            ttft_p50_ms: None,
+            ttft_p99_ms: None,
+            written_at_ms: 0,
+        }
+    }
+
+    /// The flush that closes pane `i` (both versions, two partitions) and its windows; the
+    /// store gets the rows first, as the sink writes before handing over.
+    fn flush(store: &MemStore, i: i64, slow: bool) -> WrittenWindows {
+        let start = i * SLIDE;
+        let mut w = WrittenWindows::default();
+        for p in 0..2 {
+            w.pane_stats.push(pane("v1", start, p, 400, false));
+            w.pane_stats.push(pane("v2", start, p, 100, slow));
+        }
+        w.window_stats = vec![window("v1", start + SLIDE), window("v2", start + SLIDE)];
+        store.stats.lock().unwrap().extend(w.pane_stats.iter().cloned());
+        w
+    }
+
+    fn worker(store: &Arc<MemStore>, dropped: &Arc<AtomicU64>) -> Worker {
+        let pair = JudgedPair {
+            model: "m".into(),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+            expected_share: None,
+        };
+        let d = Arc::clone(dropped);
+        let ctx = JudgeContext {
+            spec: Arc::new(JudgeSpec::default()),
+            window_ms: WINDOW,
+            store: Arc::clone(store) as Arc<dyn VerdictStore>,
+            forward: None,
+            dropped: Box::new(move || d.load(std::sync::atomic::Ordering::Relaxed)),
+            metrics: Arc::new(JudgeMetrics::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let mut w = Worker {
+            pairs: vec![PairState::new(pair, Arc::clone(&ctx.spec), WINDOW)],
+            last_dropped: (ctx.dropped)(),
+            ctx,
+        };
+        w.rebuild_all().unwrap();
+        w
+    }
+
+    /// The `overall` cumulative row of the latest verdict: (end, n_canary, decision).
+    fn latest(store: &MemStore) -> (i64, u64, String) {
+        let v = store.verdicts.lock().unwrap();
+        let r = v
+            .iter()
+            .filter(|r| r.scope == "cumulative" && r.metric == OVERALL)
+            .max_by_key(|r| r.window_end_ms)
+            .unwrap();
+        (r.window_end_ms, r.n_canary, r.decision.clone())
+    }
+
+    fn feed(w: &mut Worker, store: &MemStore, flushes: impl IntoIterator<Item = WrittenWindows>) {
+        for f in flushes {
+            let rows = w.process(&f);
+            store.write(&rows).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_restart_and_a_replay_count_every_pane_once() {
+        let store = Arc::new(MemStore::default());
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut w = worker(&store, &dropped);
+        feed(&mut w, &store, (0..20).map(|i| flush(&store, i, false)));
+        assert_eq!(latest(&store), (20 * SLIDE, 20 * 200, "continue".into()));
+
+        // A restart: rebuilt from the store, then the replay hands over the last six panes
+        // again (already written, and some already judged) before new ones.
+        let mut w = worker(&store, &dropped);
+        let replay: Vec<WrittenWindows> = (14..26).map(|i| flush(&store, i, false)).collect();
+        // The store got the replayed rows twice; ClickHouse would keep one: dedupe it here.
+        {
+            let mut s = store.stats.lock().unwrap();
+            let mut seen = HashSet::new();
+            s.retain(|r| seen.insert((r.version.clone(), r.pane_start_ms, r.source_partition)));
+        }
+        feed(&mut w, &store, replay);
+        assert_eq!(latest(&store), (26 * SLIDE, 26 * 200, "continue".into()));
+
+        // A flush dropped on the way (the engine counts it): the next flush triggers a rebuild,
+        // which reads the missed panes back.
+        let missed = flush(&store, 26, false);
+        drop(missed);
+        dropped.store(1, std::sync::atomic::Ordering::Relaxed);
+        feed(&mut w, &store, [flush(&store, 27, false)]);
+        assert_eq!(latest(&store), (28 * SLIDE, 28 * 200, "continue".into()));
+        // Every end judged at most once; the end whose window rows were dropped is not judged
+        // (its panes count in the next verdict).
+        let v = store.verdicts.lock().unwrap();
+        let mut ends: Vec<i64> = v
+            .iter()
+            .filter(|r| r.metric == OVERALL && r.scope == "cumulative")
+            .map(|r| r.window_end_ms)
+            .collect();
+        let n = ends.len();
+        ends.dedup();
+        assert_eq!(n, ends.len());
+        let expected: Vec<i64> = (1..=28).filter(|&i| i != 27).map(|i| i * SLIDE).collect();
+        assert_eq!(ends, expected);
+    }
+
+    #[test]
+    fn a_slower_canary_is_rolled_back_and_a_silent_canary_is_not_judged() {
+        let store = Arc::new(MemStore::default());
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut w = worker(&store, &dropped);
+        // Only the baseline: no verdicts at all.
+        let only_baseline = |i: i64| {
+            let mut f = flush(&store, i, false);
+            f.pane_stats.retain(|p| p.version == "v1");
+            f.window_stats.retain(|p| p.version == "v1");
+            f
+        };
+        feed(&mut w, &store, (0..5).map(only_baseline));
+        assert!(store.verdicts.lock().unwrap().is_empty());
+        feed(&mut w, &store, (5..40).map(|i| flush(&store, i, true)));
+        let (end, _, decision) = latest(&store);
+        assert_eq!((end, decision.as_str()), (40 * SLIDE, "rollback"));
     }
 }
