@@ -5,6 +5,7 @@ pub mod alerting;
 pub mod api;
 pub mod channels;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod judging;
 pub mod serve;

@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// The whole pipeline on generated traffic in one command: an embedded broker, ClickHouse
+    /// from deploy/local, a canary that regresses about a minute in, live progress, alerts to a
+    /// local webhook receiver, SQL to explore the history at the end. Ctrl-C stops everything
+    /// it started.
+    Demo(DemoArgs),
     /// Generate synthetic inference and metric traffic into Kafka: several models with a
     /// baseline and a canary, realistic latencies, errors, features, metric events and scripted
     /// incidents, deterministic for a seed. Flags override the options file.
@@ -73,6 +78,36 @@ enum AlertsCommand {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+/// Options of `modelwatch demo`.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Stop after this much wall time (e.g. "90s"); default: run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// "mock" (librdkafka's embedded mock cluster), "local" (deploy/local's tansu on
+    /// 127.0.0.1:19192) or the bootstrap servers of a broker you run.
+    #[arg(long, default_value = "mock")]
+    broker: String,
+    /// The HTTP URL of a ClickHouse to use instead of starting deploy/local's.
+    #[arg(long)]
+    clickhouse: Option<String>,
+    /// The ClickHouse database of the demo (dropped and recreated at start).
+    #[arg(long, default_value = "modelwatch_demo")]
+    database: String,
+    /// Where /metrics and the canary API listen.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    listen: std::net::SocketAddr,
+    /// Event time runs this many times faster than wall time.
+    #[arg(long, default_value_t = 4.0)]
+    speedup: f64,
+    /// Requests per second of event time over both models.
+    #[arg(long, default_value_t = 120.0)]
+    rate: f64,
+    /// Leave the ClickHouse the demo started running at the end.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Options of `modelwatch gen`.
@@ -150,7 +185,12 @@ impl GenArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo's terminal is its progress view: only warnings are logged unless RUST_LOG says.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        LevelFilter::WARN
+    } else {
+        LevelFilter::INFO
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -162,10 +202,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`; an invalid directive is skipped).
-fn init_tracing() {
-    let filter =
-        EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+/// Logs to stderr, filtered by `RUST_LOG` (default `level`; an invalid directive is skipped).
+fn init_tracing(level: LevelFilter) {
+    let filter = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -201,6 +240,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config } => modelwatch::serve::run(&load(&config)?),
+        Command::Demo(a) => {
+            let broker = match a.broker.as_str() {
+                "mock" => modelwatch::demo::DemoBroker::Mock,
+                "local" => modelwatch::demo::DemoBroker::Local,
+                other => modelwatch::demo::DemoBroker::External(other.to_owned()),
+            };
+            if !(a.speedup >= 1.0 && a.speedup <= 100.0) {
+                anyhow::bail!("--speedup must be between 1 and 100");
+            }
+            if !(a.rate > 0.0 && a.rate <= 1000.0) {
+                anyhow::bail!("--rate must be in (0, 1000]");
+            }
+            modelwatch::demo::run(&modelwatch::demo::DemoOptions {
+                duration: a.duration,
+                broker,
+                clickhouse: a.clickhouse,
+                database: a.database,
+                listen: a.listen,
+                speedup: a.speedup,
+                rate: a.rate,
+                keep: a.keep,
+            })
+        }
         Command::Gen(args) => {
             let opts = args.options()?;
             let report = modelwatch_kafka::run(opts).context("generating traffic")?;

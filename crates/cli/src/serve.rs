@@ -93,6 +93,11 @@ pub fn engine_options(config: &Config) -> anyhow::Result<EngineOptions> {
 
 /// Runs until SIGINT or SIGTERM (then flushes, checkpoints, commits and returns).
 pub fn run(config: &Config) -> anyhow::Result<()> {
+    run_until(config, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`run`], also stopping once `stop` is set (SIGINT and SIGTERM set it too).
+pub fn run_until(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("modelwatch-io")
@@ -115,7 +120,6 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     alert_metrics.register(&mut registry);
     judge_metrics.register(&mut registry);
-    let stop = Arc::new(AtomicBool::new(false));
 
     // Alerting: restored from the alerts log before the engine hands over its first windows.
     let mut opts = engine_options(config)?;
