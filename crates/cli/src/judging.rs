@@ -311,24 +311,14 @@ impl PairState {
             if !self.seen.insert(key) {
                 continue;
             }
-            let mut c = ArmCounts {
-                requests: s.requests,
-                errors: s.errors,
-                latency: s
-                    .latency_bucket_us
-                    .iter()
-                    .copied()
-                    .zip(s.latency_bucket_counts.iter().copied())
-                    .collect(),
-                bins: BTreeMap::new(),
-            };
-            for b in bins_of
-                .get(&(s.version.as_str(), s.pane_start_ms, s.source_partition))
-                .into_iter()
-                .flatten()
-            {
-                c.bins.insert((b.kind.clone(), b.feature.clone()), b.bin_counts.clone());
-            }
+            let c = counts_of(
+                s,
+                bins_of
+                    .get(&(s.version.as_str(), s.pane_start_ms, s.source_partition))
+                    .into_iter()
+                    .flatten()
+                    .copied(),
+            );
             self.judge.add_pane(arm, s.pane_start_ms, s.pane_end_ms, &c);
         }
     }
@@ -500,6 +490,21 @@ impl PairState {
     }
 }
 
+/// The counts of one pane piece: its `pane_stats` row and its `pane_bins` rows.
+fn counts_of<'a>(s: &PaneStatsRow, bins: impl Iterator<Item = &'a PaneBinsRow>) -> ArmCounts {
+    ArmCounts {
+        requests: s.requests,
+        errors: s.errors,
+        latency: s
+            .latency_bucket_us
+            .iter()
+            .copied()
+            .zip(s.latency_bucket_counts.iter().copied())
+            .collect(),
+        bins: bins.map(|b| ((b.kind.clone(), b.feature.clone()), b.bin_counts.clone())).collect(),
+    }
+}
+
 /// Pane pieces of one arm as `restore` takes them: (arm, start, end, counts), one per pane
 /// (partitions summed).
 fn pieces(
@@ -512,24 +517,14 @@ fn pieces(
     for s in stats.iter().filter(|s| state.arm_of(&s.model, &s.version) == Some(arm)) {
         let e =
             by_pane.entry(s.pane_start_ms).or_insert_with(|| (s.pane_end_ms, ArmCounts::default()));
-        let mut c = ArmCounts {
-            requests: s.requests,
-            errors: s.errors,
-            latency: s
-                .latency_bucket_us
-                .iter()
-                .copied()
-                .zip(s.latency_bucket_counts.iter().copied())
-                .collect(),
-            bins: BTreeMap::new(),
-        };
-        for b in bins.iter().filter(|b| {
-            b.version == s.version
-                && b.pane_start_ms == s.pane_start_ms
-                && b.source_partition == s.source_partition
-        }) {
-            c.bins.insert((b.kind.clone(), b.feature.clone()), b.bin_counts.clone());
-        }
+        let c = counts_of(
+            s,
+            bins.iter().filter(|b| {
+                b.version == s.version
+                    && b.pane_start_ms == s.pane_start_ms
+                    && b.source_partition == s.source_partition
+            }),
+        );
         e.1.add(&c);
     }
     by_pane.into_iter().map(|(start, (end, c))| (arm, start, end, c)).collect()
