@@ -172,6 +172,8 @@ struct PartState {
     /// Last consumed offset + 1 (`None` before the first record, without a checkpoint).
     next_offset: Option<i64>,
     assigned: bool,
+    /// Restored from a checkpoint and no record since: its resume offset `R`.
+    resumed_at: Option<i64>,
 }
 
 /// Settings of a [`Pipeline`].
@@ -208,6 +210,7 @@ pub struct Pipeline {
     complete_references: FxHashSet<(String, String)>,
     /// The cutoff of the last durable checkpoint of every partition ever checkpointed.
     durable_cutoffs: FxHashMap<u32, i64>,
+    resume_gaps: u64,
     seq: u64,
 }
 
@@ -234,6 +237,7 @@ impl Pipeline {
             written_layouts: FxHashSet::default(),
             complete_references: FxHashSet::default(),
             durable_cutoffs: FxHashMap::default(),
+            resume_gaps: 0,
             seq: 0,
         }
     }
@@ -327,7 +331,8 @@ impl Pipeline {
     fn part(&mut self, id: u32) -> &mut PartState {
         let i = id as usize;
         if self.parts.len() <= i {
-            self.parts.resize(i + 1, PartState { next_offset: None, assigned: false });
+            self.parts
+                .resize(i + 1, PartState { next_offset: None, assigned: false, resumed_at: None });
             self.collector.source_ids.resize(i + 1, 0);
             for (j, s) in self.collector.source_ids.iter_mut().enumerate() {
                 *s = self.topics.source_partition(j as u32);
@@ -351,6 +356,15 @@ impl Pipeline {
         let p = self.part(id);
         p.assigned = true;
         p.next_offset = checkpoint.map(|c| c.resume_offset);
+        p.resumed_at = p.next_offset;
+    }
+
+    /// Partitions whose first record after a restore came after the checkpoint's resume offset:
+    /// the records in between were not delivered (deleted by retention, or a broker that
+    /// answers a fetch from inside a record batch with the next batch), so the panes they
+    /// belonged to were rebuilt without them.
+    pub fn resume_gaps(&self) -> u64 {
+        self.resume_gaps
     }
 
     /// Whether a partition is assigned.
@@ -368,6 +382,7 @@ impl Pipeline {
             let p = self.part(id);
             p.assigned = false;
             p.next_offset = None;
+            p.resumed_at = None;
         }
     }
 
@@ -393,6 +408,21 @@ impl Pipeline {
         if !p.assigned {
             p.assigned = true;
         }
+        if let Some(r) = p.resumed_at.take()
+            && input.offset > r
+        {
+            self.resume_gaps += 1;
+            let (topic, partition) = (self.topics.topic(input.topic).name.clone(), input.partition);
+            tracing::warn!(
+                %topic,
+                partition,
+                resume_offset = r,
+                first_offset = input.offset,
+                "the first record after the restore is past the checkpoint's resume offset: \
+                 records were not delivered, panes rebuilt from the checkpoint may miss events"
+            );
+        }
+        let p = self.part(id);
         p.next_offset = Some(input.offset.saturating_add(1));
         let counts = &mut self.counts[input.topic as usize];
         counts.records += 1;

@@ -233,3 +233,31 @@ fn canary_drift_pairs_windows_released_in_bulk() {
     assert!(canary_windows > 20, "{canary_windows}");
     assert_eq!(paired, canary_windows, "every canary window is scored against its baseline's");
 }
+
+#[test]
+fn a_restore_whose_first_record_is_past_the_resume_offset_is_reported() {
+    use modelwatch_core::PartitionCheckpoint;
+    let mut p = pipeline();
+    let cp =
+        PartitionCheckpoint { cutoff_ms: START - 30_000, resume_offset: 100, watermark_ms: START };
+    p.assign(0, 0, Some(cp));
+    p.assign(0, 1, Some(cp));
+    let ok = format!(
+        r#"{{"event_time":{START},"model":"m","version":"v","latency_ms":3.0,"status":"ok"}}"#
+    );
+    let input = |p: &mut Pipeline, partition: i32, offset: i64| {
+        let payload = Some(ok.as_bytes());
+        p.process(Input { topic: 0, partition, offset, timestamp: Some(START), payload })
+    };
+    // Partition 0 starts at its resume offset; partition 1 36 records later (a broker that
+    // skipped the rest of the record batch holding the resume offset).
+    assert_eq!(input(&mut p, 0, 100), None);
+    assert_eq!(input(&mut p, 0, 101), None);
+    assert_eq!(input(&mut p, 1, 136), None);
+    assert_eq!(input(&mut p, 1, 137), None);
+    assert_eq!(p.resume_gaps(), 1);
+    // Only the first record after a restore is compared: later offset gaps are normal
+    // (transaction markers, compaction).
+    assert_eq!(input(&mut p, 0, 150), None);
+    assert_eq!(p.resume_gaps(), 1);
+}
