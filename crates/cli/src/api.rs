@@ -11,6 +11,13 @@
 //!   `promote`; rollback answers 200 only when it is `rollback` (Flagger then rolls back). Any
 //!   other decision, or no verdict, is 412 with the verdict in the body.
 //!
+//! - `POST /api/v1/silences`: creates (or, with an existing `id`, edits) a silence of the alert
+//!   notifications, stored in the `silences` table, so every instance honours it (each reloads
+//!   the table every 30 s). Body: `matchers` (as in `[[alerts.silences]]`), `ends_at` (RFC
+//!   3339) or `duration` (`"2h"`), optional `starts_at`, `created_by`, `comment`, `id`.
+//! - `GET /api/v1/silences`: the active and pending silences; `DELETE /api/v1/silences/{id}`
+//!   expires one now.
+//!
 //! With `[http] auth_token` set, every route here needs `Authorization: Bearer <token>`; the
 //! Flagger hooks may pass it as `metadata.token` instead, since Flagger webhooks cannot set
 //! headers. Without a token the routes are open (bind `[http] listen` accordingly).
@@ -26,11 +33,13 @@ use modelwatch_clickhouse::rows::CanaryVerdictRow;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// What the canary routes read.
+/// What the `/api/v1` routes read and write.
 #[derive(Debug, Clone)]
-pub struct CanaryApi {
-    /// Where the verdicts are.
+pub struct Api {
+    /// Where the verdicts and silences are.
     pub store: Store,
+    /// Writes silences.
+    pub writer: modelwatch_clickhouse::Writer,
     /// The bearer token, when one is required.
     pub auth_token: Option<String>,
 }
@@ -102,7 +111,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `None` when allowed, else the refusal.
-fn refuse(api: &CanaryApi, headers: &HeaderMap, alt: Option<&str>) -> Option<Response> {
+fn refuse(api: &Api, headers: &HeaderMap, alt: Option<&str>) -> Option<Response> {
     let token = api.auth_token.as_deref()?;
     let ok = bearer(headers).or(alt).is_some_and(|p| token_matches(p, token));
     (!ok).then(|| {
@@ -125,13 +134,13 @@ fn unavailable(e: &modelwatch_clickhouse::Error) -> Response {
 }
 
 /// The latest verdict of `model`'s most recent pair.
-async fn latest_of(api: &CanaryApi, model: &str) -> Result<Option<Value>, Response> {
+async fn latest_of(api: &Api, model: &str) -> Result<Option<Value>, Response> {
     let rows = api.store.latest_canary_verdicts(Some(model)).await.map_err(|e| unavailable(&e))?;
     Ok(verdicts_json(rows).into_iter().next())
 }
 
 /// `GET /api/v1/canaries`.
-pub async fn list(State(api): State<CanaryApi>, headers: HeaderMap) -> Response {
+pub async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&api, &headers, None) {
         return r;
     }
@@ -143,7 +152,7 @@ pub async fn list(State(api): State<CanaryApi>, headers: HeaderMap) -> Response 
 
 /// `GET /api/v1/canaries/{model}`.
 pub async fn one(
-    State(api): State<CanaryApi>,
+    State(api): State<Api>,
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -176,7 +185,7 @@ pub struct FlaggerHook {
 }
 
 /// Answers a Flagger hook: 200 when the model's decision is `wanted`, else 412.
-async fn flagger(api: CanaryApi, headers: HeaderMap, body: &[u8], wanted: &str) -> Response {
+async fn flagger(api: Api, headers: HeaderMap, body: &[u8], wanted: &str) -> Response {
     let hook: FlaggerHook = match serde_json::from_slice(body) {
         Ok(h) => h,
         Err(e) => {
@@ -212,7 +221,7 @@ async fn flagger(api: CanaryApi, headers: HeaderMap, body: &[u8], wanted: &str) 
 
 /// `POST /api/v1/flagger/confirm-promotion`: 200 only when the decision is `promote`.
 pub async fn confirm_promotion(
-    State(api): State<CanaryApi>,
+    State(api): State<Api>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -221,11 +230,200 @@ pub async fn confirm_promotion(
 
 /// `POST /api/v1/flagger/rollback`: 200 only when the decision is `rollback`.
 pub async fn rollback(
-    State(api): State<CanaryApi>,
+    State(api): State<Api>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     flagger(api, headers, &body, "rollback").await
+}
+
+/// `POST /api/v1/silences` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    /// An existing silence's id to edit it; none: a new silence.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Label matchers, all of which must hold.
+    pub matchers: Vec<modelwatch_alert::Matcher>,
+    /// Start, RFC 3339; none: now.
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    /// End, RFC 3339 (or give `duration`).
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    /// Length from the start, e.g. `"2h"` (or give `ends_at`).
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Who sets it.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub comment: String,
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+}
+
+fn rfc3339_ms(key: &str, s: &str) -> Result<i64, String> {
+    humantime::parse_rfc3339_weak(s)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| format!("`{key}`: {s:?} is not an RFC 3339 time"))
+}
+
+fn silence_json(s: &modelwatch_alert::Silence, now_ms: i64) -> Value {
+    let time = |ms: i64| {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+        )
+        .to_string()
+    };
+    let row = s.to_row(0);
+    json!({
+        "id": s.id(),
+        "matchers": serde_json::from_str::<Value>(&row.matchers).unwrap_or(Value::Null),
+        "starts_at": time(s.starts_at_ms()),
+        "ends_at": time(s.ends_at_ms()),
+        "created_by": row.created_by,
+        "comment": row.comment,
+        "status": if s.is_active(now_ms) { "active" } else if now_ms < s.starts_at_ms() { "pending" } else { "expired" },
+    })
+}
+
+/// A new silence id: the creation time and a hash of the silence, in hex.
+fn silence_id(now_ms: i64, body: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    now_ms.hash(&mut h);
+    format!("{now_ms:x}-{:016x}", h.finish())
+}
+
+/// `POST /api/v1/silences`.
+pub async fn create_silence(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = refuse(&api, &headers, None) {
+        return r;
+    }
+    let new: NewSilence = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return bad_request(format!("not a silence: {e}")),
+    };
+    let now = modelwatch_clickhouse::now_ms() as i64;
+    let starts = match new.starts_at.as_deref().map(|s| rfc3339_ms("starts_at", s)).transpose() {
+        Ok(s) => s.unwrap_or(now),
+        Err(e) => return bad_request(e),
+    };
+    let ends = match (new.ends_at.as_deref(), new.duration.as_deref()) {
+        (Some(e), None) => match rfc3339_ms("ends_at", e) {
+            Ok(e) => e,
+            Err(e) => return bad_request(e),
+        },
+        (None, Some(d)) => match humantime::parse_duration(d) {
+            Ok(d) => starts.saturating_add(d.as_millis() as i64),
+            Err(e) => return bad_request(format!("`duration`: {e}")),
+        },
+        _ => return bad_request("give exactly one of `ends_at` and `duration`".to_owned()),
+    };
+    if ends <= now {
+        return bad_request("the silence would already be over".to_owned());
+    }
+    let id = new.id.clone().unwrap_or_else(|| silence_id(now, &body));
+    let silence = match modelwatch_alert::Silence::new(
+        id,
+        new.matchers,
+        starts,
+        ends,
+        new.created_by.unwrap_or_else(|| "api".to_owned()),
+        new.comment,
+    ) {
+        Ok(s) => s,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    if let Err(e) = api.writer.insert(&[silence.to_row(now as u64)]).await {
+        tracing::warn!(error = %e, "writing a silence failed");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": format!("writing the silence to ClickHouse failed: {e}")})),
+        )
+            .into_response();
+    }
+    tracing::info!(id = silence.id(), "silence set through the API");
+    (StatusCode::CREATED, Json(silence_json(&silence, now))).into_response()
+}
+
+/// The silences that are active now or start later.
+async fn current_silences(api: &Api, now: i64) -> Result<Vec<modelwatch_alert::Silence>, Response> {
+    let rows =
+        api.store.read_all::<modelwatch_clickhouse::rows::SilenceRow>().await.map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": format!("reading silences: {e}")})),
+            )
+                .into_response()
+        })?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.ends_at_ms > now)
+        .filter_map(|r| modelwatch_alert::Silence::from_row(r).ok())
+        .collect())
+}
+
+/// `GET /api/v1/silences`.
+pub async fn list_silences(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&api, &headers, None) {
+        return r;
+    }
+    let now = modelwatch_clickhouse::now_ms() as i64;
+    match current_silences(&api, now).await {
+        Ok(s) => {
+            Json(Value::Array(s.iter().map(|s| silence_json(s, now)).collect())).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /api/v1/silences/{id}`: ends the silence now.
+pub async fn expire_silence(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refuse(&api, &headers, None) {
+        return r;
+    }
+    let now = modelwatch_clickhouse::now_ms() as i64;
+    let current = match current_silences(&api, now).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(s) = current.into_iter().find(|s| s.id() == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no current silence {id:?}")})),
+        )
+            .into_response();
+    };
+    // Ends now (a pending one is moved to have started just before).
+    let mut row = s.to_row(now as u64);
+    row.starts_at_ms = row.starts_at_ms.min(now - 1);
+    row.ends_at_ms = now;
+    if let Err(e) = api.writer.insert(&[row]).await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": format!("writing the silence to ClickHouse failed: {e}")})),
+        )
+            .into_response();
+    }
+    tracing::info!(id, "silence expired through the API");
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub struct AppState {
     /// The engine's health flags.
     pub engine: Arc<EngineMetrics>,
     /// The canary routes, when ClickHouse is configured.
-    pub canaries: Option<crate::api::CanaryApi>,
+    pub canaries: Option<crate::api::Api>,
 }
 
 /// The routes.
@@ -44,6 +44,11 @@ pub fn router(state: AppState) -> Router {
                 .route("/api/v1/canaries/{model}", get(crate::api::one))
                 .route("/api/v1/flagger/confirm-promotion", post(crate::api::confirm_promotion))
                 .route("/api/v1/flagger/rollback", post(crate::api::rollback))
+                .route(
+                    "/api/v1/silences",
+                    post(crate::api::create_silence).get(crate::api::list_silences),
+                )
+                .route("/api/v1/silences/{id}", axum::routing::delete(crate::api::expire_silence))
                 .with_state(api),
         ),
         None => base,

@@ -197,8 +197,9 @@ pub fn run_until(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let state = AppState {
             registry: Arc::new(registry),
             engine: Arc::clone(&metrics),
-            canaries: Some(crate::api::CanaryApi {
+            canaries: Some(crate::api::Api {
                 store: store.clone(),
+                writer: writer.clone(),
                 auth_token: config.http().auth_token.as_ref().map(|t| t.expose().to_owned()),
             }),
         };

@@ -229,6 +229,49 @@ min_duration = "3m"
     assert!(rows.iter().all(|r| r[2].parse::<u64>().unwrap() > 10), "{rows:?}");
     assert!(mw.metric("modelwatch_canary_verdicts_total{") > 0.0);
 
+    // Silences through the API of the instance that does not consume: stored in ClickHouse,
+    // where every instance's alert worker reads them.
+    let post = |body: &Value, token: bool| {
+        let mut req = agent().post(&format!("{base}/api/v1/silences"));
+        if token {
+            req = req.header("Authorization", &format!("Bearer {TOKEN}"));
+        }
+        let mut resp =
+            req.header("Content-Type", "application/json").send(body.to_string()).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+    };
+    let silence = json!({
+        "matchers": [{"name": "model", "value": "fraud-detector"}],
+        "duration": "2h",
+        "created_by": "e2e",
+        "comment": "rolled back, looking into it",
+    });
+    assert_eq!(post(&silence, false).0, 401);
+    assert_eq!(post(&json!({"matchers": [], "duration": "1h"}), true).0, 400);
+    assert_eq!(post(&json!({"matchers": silence["matchers"]}), true).0, 400, "no end");
+    let (s, created) = post(&silence, true);
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "active");
+    let (s, list) = get(&base, "/api/v1/silences", true);
+    assert_eq!(s, 200);
+    assert!(list.as_array().unwrap().iter().any(|x| x["id"] == id.as_str()), "{list}");
+    let rows = tsv(&setup
+        .sql(&format!("SELECT created_by, comment FROM {{db}}.silences FINAL WHERE id = '{id}'")));
+    assert_eq!(rows, [["e2e", "rolled back, looking into it"]]);
+    let status = agent()
+        .delete(&format!("{base}/api/v1/silences/{id}"))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 204);
+    let (_, list) = get(&base, "/api/v1/silences", true);
+    assert!(!list.as_array().unwrap().iter().any(|x| x["id"] == id.as_str()), "{list}");
+
     for i in [mw, b] {
         let status = i.stop();
         assert!(status.success(), "{status:?}");

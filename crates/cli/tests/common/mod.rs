@@ -40,18 +40,25 @@ impl PrivateBroker {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local").join(name)
     }
 
-    /// Starts one; the bootstrap address.
+    /// Starts one; the bootstrap address. A port that was free when asked can be taken before
+    /// the broker binds it (CI saw one broker exit at startup), so up to three ports are tried.
     fn start(name: &str) -> (Self, String) {
-        let dir = std::env::temp_dir().join(fresh(&format!("mw-broker-{name}")));
-        let port = free_port().to_string();
-        let out = Command::new(Self::script("broker-start.sh"))
-            .args(["--dir", dir.to_str().unwrap(), "--port", &port])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run broker-start.sh");
-        assert!(out.status.success(), "private broker did not start");
-        let addr = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (Self { dir }, addr)
+        for attempt in 1..=3 {
+            let dir = std::env::temp_dir().join(fresh(&format!("mw-broker-{name}")));
+            let port = free_port().to_string();
+            let out = Command::new(Self::script("broker-start.sh"))
+                .args(["--dir", dir.to_str().unwrap(), "--port", &port])
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run broker-start.sh");
+            let me = Self { dir };
+            if out.status.success() {
+                return (me, String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+            eprintln!("private broker on port {port} did not start (attempt {attempt} of 3)");
+            drop(me);
+        }
+        panic!("private broker did not start on three ports");
     }
 }
 
