@@ -228,7 +228,8 @@ pub struct HttpSection {
     pub listen: String,
     /// Bearer token (`Authorization: Bearer ...`) required by every `/api` route when set, at
     /// least 16 characters; the Flagger webhooks may pass it as `metadata.token` instead.
-    /// Unset: the canary routes are open. `/metrics`, `/healthz` and `/readyz` stay open.
+    /// Unset: the `/api` routes (canary verdicts, Flagger hooks, silences) are open, so set one
+    /// unless `listen` is private. `/metrics`, `/healthz` and `/readyz` stay open.
     #[serde(default = "default_auth_token", skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
 }
