@@ -391,6 +391,12 @@ impl Worker {
             let wait = until_due.min(next_tick.saturating_duration_since(Instant::now()));
             match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
                 Ok(w) => {
+                    // Versions the engine stopped tracking are never evaluated again: their
+                    // alerts end now (`absent` rules keep reporting them).
+                    for (model, version) in &w.evicted {
+                        let events = self.evaluator.retire(model, version, 0, false);
+                        self.apply(events);
+                    }
                     let events = self.evaluator.observe(WindowRows {
                         windows: &w.window_stats,
                         metrics: &w.metric_stats,
@@ -843,6 +849,28 @@ url = "http://127.0.0.1:9/"
         // The state row of each notification precedes its delivery rows.
         let first_delivery = rows.iter().position(|r| !r.channel.is_empty()).unwrap();
         assert!(rows[..first_delivery].iter().any(|r| r.state == "firing"));
+    }
+
+    #[test]
+    fn the_alerts_of_an_evicted_version_resolve() {
+        let store = Arc::new(MemStore::default());
+        let hook = Arc::new(Recorder::default());
+        let (tx, w) = worker(&store, &hook);
+        let t0 = wall_ms() - 10_000;
+        tx.send(pair(t0, 250.0)).unwrap();
+        wait_for("the firing notification", || hook.sent.lock().unwrap().len() == 1);
+        tx.send(WrittenWindows {
+            evicted: vec![("fraud".into(), "v2".into())],
+            ..WrittenWindows::default()
+        })
+        .unwrap();
+        wait_for("the resolved notification", || hook.sent.lock().unwrap().len() == 2);
+        drop(tx);
+        w.join();
+        let sent = hook.sent.lock().unwrap();
+        assert_eq!(sent[1].1.status.as_str(), "resolved");
+        // Resolved just after the last window it was evaluated on.
+        assert_eq!(sent[1].1.alerts[0].ends_at_ms, Some(t0 + 1));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Rows {
     pub drift_scores: Vec<DriftScoreRow>,
     /// `metric_stats`.
     pub metric_stats: Vec<MetricStatsRow>,
+    /// (model, version) evicted after `limits.idle_ttl` (no table: handed to the alert worker,
+    /// which ends their alerts).
+    pub evicted: Vec<(String, String)>,
 }
 
 impl Rows {
@@ -58,6 +61,7 @@ impl Rows {
         self.window_stats.append(&mut other.window_stats);
         self.drift_scores.append(&mut other.drift_scores);
         self.metric_stats.append(&mut other.metric_stats);
+        self.evicted.append(&mut other.evicted);
     }
 }
 
@@ -229,6 +233,7 @@ impl Output for Collector {
     }
 
     fn key_evicted(&mut self, model: &str, version: &str) {
+        self.rows.evicted.push((model.to_owned(), version.to_owned()));
         for st in &mut self.pairs {
             if st.pair.model != model {
                 continue;

@@ -97,6 +97,8 @@ pub struct WrittenWindows {
     /// `canary_verdicts` rows made from this flush (empty from the engine; the binary's canary
     /// judge fills them in before the alert worker sees the flush).
     pub canary_verdicts: Vec<CanaryVerdictRow>,
+    /// (model, version) evicted after `limits.idle_ttl` since the last flush.
+    pub evicted: Vec<(String, String)>,
 }
 
 impl EngineOptions {
@@ -399,6 +401,7 @@ fn hand_over_windows(
         pane_stats: Vec::new(),
         pane_bins: Vec::new(),
         canary_verdicts: Vec::new(),
+        evicted: rows.evicted,
     };
     if !pane_models.is_empty() {
         w.pane_stats = rows.pane_stats.into_iter().filter(|r| wanted(&r.model)).collect();
@@ -408,6 +411,7 @@ fn hand_over_windows(
         && w.metric_stats.is_empty()
         && w.drift_scores.is_empty()
         && w.pane_stats.is_empty()
+        && w.evicted.is_empty()
     {
         return;
     }
