@@ -62,6 +62,8 @@ pub struct EngineMetrics {
     panes_closed: Counter,
     windows_emitted: Counter,
     keys_evicted: Counter,
+    resume_gaps: Counter,
+    resume_gaps_seen: AtomicU64,
     over_feature_cap: Counter,
     active_versions: Gauge,
     several_partitions: Gauge,
@@ -98,6 +100,8 @@ impl Default for EngineMetrics {
             panes_closed: Counter::default(),
             windows_emitted: Counter::default(),
             keys_evicted: Counter::default(),
+            resume_gaps: Counter::default(),
+            resume_gaps_seen: AtomicU64::new(0),
             over_feature_cap: Counter::default(),
             active_versions: Gauge::default(),
             several_partitions: Gauge::default(),
@@ -160,6 +164,12 @@ impl EngineMetrics {
             "versions_evicted",
             "Versions evicted after idle_ttl",
             self.keys_evicted.clone(),
+        );
+        r.register(
+            "resume_gaps",
+            "Restored partitions whose first record came after the checkpoint's resume offset \
+             (records not delivered by the broker: panes rebuilt without them)",
+            self.resume_gaps.clone(),
         );
         r.register(
             "features_over_cap",
@@ -269,6 +279,15 @@ impl EngineMetrics {
         self.over_feature_cap.inc_by(stats.over_feature_cap - prev_stats.over_feature_cap);
         *prev_stats = stats;
         self.active_versions.set(active as i64);
+    }
+
+    /// Publishes the pipeline's total of restored partitions whose first record came after the
+    /// checkpoint's resume offset.
+    pub fn publish_resume_gaps(&self, total: u64) {
+        let before = self.resume_gaps_seen.swap(total, Ordering::Relaxed);
+        if total > before {
+            self.resume_gaps.inc_by(total - before);
+        }
     }
 
     /// Versions seen in several partitions (the first 100 are listed by label).

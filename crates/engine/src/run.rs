@@ -791,6 +791,7 @@ impl Loop<'_> {
         self.last_publish = Instant::now();
         let p = &self.pipeline;
         self.metrics.publish(p.topics(), p.counts(), p.tracker_stats(), p.active_keys());
+        self.metrics.publish_resume_gaps(p.resume_gaps());
         self.metrics.set_flow(self.in_flight, self.paused);
         self.metrics.update_checkpoint_age(wall_ms());
         if let Ok(mut pos) = self.positions.lock() {
