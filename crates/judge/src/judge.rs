@@ -270,6 +270,30 @@ struct Computed {
     required: Option<u64>,
 }
 
+impl Computed {
+    /// The metric's verdict row with `classification`, `p_value` and `evidence`.
+    fn verdict(
+        &self,
+        classification: Class,
+        p_value: Option<f64>,
+        evidence: serde_json::Map<String, serde_json::Value>,
+    ) -> MetricVerdict {
+        MetricVerdict {
+            metric: self.name.into(),
+            classification,
+            statistic: self.statistic,
+            p_value,
+            effect: self.effect,
+            n_baseline: self.n.0,
+            n_canary: self.n.1,
+            threshold: Some(self.threshold),
+            critical: self.critical,
+            weight: self.weight,
+            evidence: serde_json::Value::Object(evidence),
+        }
+    }
+}
+
 fn smoothed(x: u64, n: u64) -> f64 {
     (x as f64 + 0.5) / (n as f64 + 1.0)
 }
@@ -635,7 +659,7 @@ fn judge_window(
     if let Some(share) = expected_share {
         metrics.push(sample_ratio(spec, share, b, c, None));
     }
-    for comp in
+    for mut comp in
         [latency(spec, alpha, b, c), latency_tail(spec, alpha, b, c), error_rate(spec, alpha, b, c)]
     {
         let classification = match (comp.estimate, comp.p_fixed) {
@@ -649,21 +673,9 @@ fn judge_window(
             (Some(_), Some(_)) => Class::Pass,
             _ => Class::NoData,
         };
-        let mut evidence = comp.evidence;
+        let mut evidence = std::mem::take(&mut comp.evidence);
         evidence.insert("alpha".into(), json!(alpha));
-        metrics.push(MetricVerdict {
-            metric: comp.name.into(),
-            classification,
-            statistic: comp.statistic,
-            p_value: comp.p_fixed,
-            effect: comp.effect,
-            n_baseline: comp.n.0,
-            n_canary: comp.n.1,
-            threshold: Some(comp.threshold),
-            critical: comp.critical,
-            weight: comp.weight,
-            evidence: serde_json::Value::Object(evidence),
-        });
+        metrics.push(comp.verdict(classification, comp.p_fixed, evidence));
     }
     metrics.extend(drift_metrics(spec, b, c));
     let score = score(&metrics, &|m| metric_fails(spec, m));
@@ -728,7 +740,7 @@ fn judge_cumulative(
     }
     // (name, critical, proven, required canary samples)
     let mut plans: Vec<(&'static str, bool, bool, Option<u64>)> = Vec::new();
-    for comp in
+    for mut comp in
         [latency(spec, alpha, b, c), latency_tail(spec, alpha, b, c), error_rate(spec, alpha, b, c)]
     {
         let st = sequential.entry(comp.name.into()).or_default();
@@ -753,7 +765,7 @@ fn judge_cumulative(
                     && (!comp.fails_down || lower.is_some_and(|l| l > -d))
             });
         plans.push((comp.name, comp.critical, proven, comp.required));
-        let mut evidence = comp.evidence;
+        let mut evidence = std::mem::take(&mut comp.evidence);
         evidence.insert("alpha".into(), json!(alpha));
         evidence.insert("p_fixed_horizon".into(), json!(comp.p_fixed));
         evidence.insert("estimate".into(), json!(comp.estimate.map(|e| e.theta)));
@@ -763,19 +775,7 @@ fn judge_cumulative(
         evidence.insert("within_min_effect".into(), json!(proven));
         evidence.insert("required_canary_samples".into(), json!(comp.required));
         evidence.insert("looks".into(), json!(st.looks));
-        metrics.push(MetricVerdict {
-            metric: comp.name.into(),
-            classification,
-            statistic: comp.statistic,
-            p_value: has_data.then_some(st.p_value),
-            effect: comp.effect,
-            n_baseline: comp.n.0,
-            n_canary: comp.n.1,
-            threshold: Some(comp.threshold),
-            critical: comp.critical,
-            weight: comp.weight,
-            evidence: serde_json::Value::Object(evidence),
-        });
+        metrics.push(comp.verdict(classification, has_data.then_some(st.p_value), evidence));
     }
     metrics.extend(drift_metrics(spec, b, c));
     let score = score(&metrics, &|m| metric_fails(spec, m));
