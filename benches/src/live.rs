@@ -318,9 +318,11 @@ impl Engine {
         let thread = match writer {
             Some(w) => {
                 let sink = ClickHouseSink::new(w, Arc::clone(&metrics.engine));
-                thread.spawn(move || modelwatch_engine::run(opts, store, sink, m, h, s))
+                thread.spawn(move || modelwatch_engine::run(opts, Some(store), sink, m, h, s))
             }
-            None => thread.spawn(move || modelwatch_engine::run(opts, store, NullSink, m, h, s)),
+            None => {
+                thread.spawn(move || modelwatch_engine::run(opts, Some(store), NullSink, m, h, s))
+            }
         }
         .unwrap_or_else(|e| panic!("engine thread: {e}"));
         Self { stop, metrics, thread: Some(thread) }

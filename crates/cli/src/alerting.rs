@@ -643,30 +643,26 @@ mod tests {
     use super::*;
     use crate::config::{Config, Environment};
 
+    /// Every row written, in order, over the in-memory tables the worker reads back.
     #[derive(Default)]
     struct MemStore {
         rows: Mutex<Vec<AlertRow>>,
+        tables: crate::history::MemoryHistory,
     }
 
     impl AlertStore for MemStore {
         fn write(&self, rows: &[AlertRow]) -> anyhow::Result<()> {
             self.rows.lock().unwrap().extend_from_slice(rows);
-            Ok(())
+            self.tables.write(rows)
         }
         fn latest_states(&self) -> anyhow::Result<Vec<AlertRow>> {
-            let mut latest: BTreeMap<String, AlertRow> = BTreeMap::new();
-            for r in self.rows.lock().unwrap().iter().filter(|r| r.channel.is_empty()) {
-                if latest.get(&r.fingerprint).is_none_or(|l| l.seq < r.seq) {
-                    latest.insert(r.fingerprint.clone(), r.clone());
-                }
-            }
-            Ok(latest.into_values().collect())
+            self.tables.latest_states()
         }
         fn log_since(&self, since_ms: i64) -> anyhow::Result<Vec<AlertRow>> {
-            Ok(self.rows.lock().unwrap().iter().filter(|r| r.at_ms >= since_ms).cloned().collect())
+            self.tables.log_since(since_ms)
         }
-        fn active_silences(&self, _now_ms: i64) -> anyhow::Result<Vec<SilenceRow>> {
-            Ok(Vec::new())
+        fn active_silences(&self, now_ms: i64) -> anyhow::Result<Vec<SilenceRow>> {
+            self.tables.active_silences(now_ms)
         }
     }
 

@@ -28,18 +28,17 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use modelwatch_clickhouse::Store;
 use modelwatch_clickhouse::rows::CanaryVerdictRow;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::history::History;
+
 /// What the `/api/v1` routes read and write.
 #[derive(Debug, Clone)]
 pub struct Api {
-    /// Where the verdicts and silences are.
-    pub store: Store,
-    /// Writes silences.
-    pub writer: modelwatch_clickhouse::Writer,
+    /// Where the verdicts and silences are (ClickHouse, or memory without it).
+    pub history: History,
     /// The bearer token, when one is required.
     pub auth_token: Option<String>,
 }
@@ -135,7 +134,8 @@ fn unavailable(e: &modelwatch_clickhouse::Error) -> Response {
 
 /// The latest verdict of `model`'s most recent pair.
 async fn latest_of(api: &Api, model: &str) -> Result<Option<Value>, Response> {
-    let rows = api.store.latest_canary_verdicts(Some(model)).await.map_err(|e| unavailable(&e))?;
+    let rows =
+        api.history.latest_canary_verdicts(Some(model)).await.map_err(|e| unavailable(&e))?;
     Ok(verdicts_json(rows).into_iter().next())
 }
 
@@ -144,7 +144,7 @@ pub async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&api, &headers, None) {
         return r;
     }
-    match api.store.latest_canary_verdicts(None).await {
+    match api.history.latest_canary_verdicts(None).await {
         Ok(rows) => Json(Value::Array(verdicts_json(rows))).into_response(),
         Err(e) => unavailable(&e),
     }
@@ -347,7 +347,7 @@ pub async fn create_silence(
         Ok(s) => s,
         Err(e) => return bad_request(e.to_string()),
     };
-    if let Err(e) = api.writer.insert(&[silence.to_row(now as u64)]).await {
+    if let Err(e) = api.history.write_silences(&[silence.to_row(now as u64)]).await {
         tracing::warn!(error = %e, "writing a silence failed");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -361,14 +361,10 @@ pub async fn create_silence(
 
 /// The silences that are active now or start later.
 async fn current_silences(api: &Api, now: i64) -> Result<Vec<modelwatch_alert::Silence>, Response> {
-    let rows =
-        api.store.read_all::<modelwatch_clickhouse::rows::SilenceRow>().await.map_err(|e| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": format!("reading silences: {e}")})),
-            )
-                .into_response()
-        })?;
+    let rows = api.history.silences().await.map_err(|e| {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": format!("reading silences: {e}")})))
+            .into_response()
+    })?;
     Ok(rows
         .iter()
         .filter(|r| r.ends_at_ms > now)
@@ -415,7 +411,7 @@ pub async fn expire_silence(
     let mut row = s.to_row(now as u64);
     row.starts_at_ms = row.starts_at_ms.min(now - 1);
     row.ends_at_ms = now;
-    if let Err(e) = api.writer.insert(&[row]).await {
+    if let Err(e) = api.history.write_silences(&[row]).await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"error": format!("writing the silence to ClickHouse failed: {e}")})),
@@ -427,10 +423,16 @@ pub async fn expire_silence(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(model: &str, canary: &str, end: i64, metric: &str, decision: &str) -> CanaryVerdictRow {
+    pub(crate) fn row(
+        model: &str,
+        canary: &str,
+        end: i64,
+        metric: &str,
+        decision: &str,
+    ) -> CanaryVerdictRow {
         CanaryVerdictRow {
             model: model.into(),
             baseline_version: "v1".into(),

@@ -8,6 +8,11 @@
 //! terminal shows events/s, per version p99 latency, error rate and top drift score, the canary
 //! decisions and every alert as it arrives; at the end it prints SQL to explore the history.
 //! `--duration` runs unattended and exits; Ctrl-C stops everything it started.
+//!
+//! Where no ClickHouse can be had (none installed and no root to install it, or the one given
+//! is unreachable), or with `--no-clickhouse`, it says so and runs everything else with the
+//! results in memory ([`MemoryHistory`]): the view, the judge, the alerts and the API work, and
+//! nothing is kept after the end.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +28,7 @@ use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfi
 use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
 
 use crate::config::{Config, Environment};
+use crate::history::MemoryHistory;
 
 /// Which Kafka-compatible broker the demo uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +60,8 @@ pub struct DemoOptions {
     pub rate: f64,
     /// Leave the ClickHouse the demo started running at the end (to explore the history).
     pub keep: bool,
+    /// Do not use ClickHouse: keep the results in memory (no history).
+    pub no_clickhouse: bool,
 }
 
 const INFERENCE_TOPIC: &str = "modelwatch-demo.inference";
@@ -115,9 +123,11 @@ fn wall_ms() -> i64 {
 fn demo_config(
     o: &DemoOptions,
     brokers: &str,
-    clickhouse: &str,
+    clickhouse: Option<&str>,
     hook: SocketAddr,
 ) -> anyhow::Result<Config> {
+    // Without ClickHouse the section is required by validation but never used.
+    let clickhouse = clickhouse.unwrap_or("http://127.0.0.1:8123");
     let text = format!(
         r#"
 [kafka]
@@ -297,63 +307,42 @@ fn run_inner(o: &DemoOptions, started: &mut Vec<Started>) -> anyhow::Result<()> 
         }
     };
 
-    // ClickHouse.
-    let clickhouse = match &o.clickhouse {
-        Some(u) => u.trim_end_matches('/').to_owned(),
-        None => {
-            let dir = scripts.as_deref().context(
-                "ClickHouse is needed for the history; without the deploy/local scripts, give \
-                 --clickhouse http://HOST:8123",
-            )?;
-            let cdir = demo_dir.join("clickhouse");
-            let cdir_s = cdir.to_string_lossy().into_owned();
-            let url = script(
-                dir,
-                "clickhouse-start.sh",
-                &[
-                    "--dir",
-                    &cdir_s,
-                    "--http-port",
-                    &CH_HTTP_PORT.to_string(),
-                    "--tcp-port",
-                    &CH_TCP_PORT.to_string(),
-                ],
-            )
-            .context(
-                "ClickHouse could not be started (deploy/local/install-clickhouse.sh needs root \
-                 and apt); give --clickhouse http://HOST:8123 to use one you have",
-            )?;
-            if !o.keep {
-                let d = dir.to_path_buf();
-                started.push(Started {
-                    what: "ClickHouse",
-                    stop: Box::new(move || {
-                        script(&d, "clickhouse-stop.sh", &["--dir", &cdir_s]).map(drop)
-                    }),
-                });
+    // ClickHouse, or memory where none can be had.
+    let clickhouse = if o.no_clickhouse {
+        None
+    } else {
+        match connect_clickhouse(o, scripts.as_deref(), &demo_dir, started, &rt) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                say(&format!("clickhouse: not available: {e:#}"));
+                None
             }
-            url
         }
     };
-    say(&format!("clickhouse: {clickhouse}, database {} (recreated)", o.database));
-    let store = crate::serve::store(&Config::from_toml_str(
-        &format!(
-            "[kafka]\nbrokers = [\"{brokers}\"]\ninference_topics = [\"x\"]\n[clickhouse]\nurl = \"{clickhouse}\"\ndatabase = \"{}\"\n",
-            o.database
+    match &clickhouse {
+        Some((url, _)) => {
+            say(&format!("clickhouse: {url}, database {} (recreated)", o.database));
+        }
+        None => say(
+            "HISTORY IS NOT BEING KEPT: without ClickHouse, windows, verdicts and alerts live in \
+             this process's memory and are gone when it stops. Everything else runs. For the \
+             history: deploy/local/install-clickhouse.sh (root and apt), or --clickhouse URL.",
         ),
-        &Environment::default(),
-    )?)?;
-    rt.block_on(
-        store.client().query(&format!("DROP DATABASE IF EXISTS `{}`", o.database)).execute(),
-    )
-    .context("resetting the demo database (is ClickHouse reachable?)")?;
+    }
 
     // The webhook receiver.
     let alerts_seen = Arc::new(AtomicU64::new(0));
     let hook = start_receiver(&rt, Arc::clone(&alerts_seen))?;
     say(&format!("alerts: webhook receiver on http://{hook}/alerts (signed, verified)"));
 
-    let config = demo_config(o, &brokers, &clickhouse, hook)?;
+    let config = demo_config(o, &brokers, clickhouse.as_ref().map(|c| c.0.as_str()), hook)?;
+    let (source, memory) = match &clickhouse {
+        Some((_, store)) => (Progress::ClickHouse(store.clone()), None),
+        None => {
+            let m = Arc::new(MemoryHistory::new(config.canaries().iter().map(|c| c.model.clone())));
+            (Progress::Memory(Arc::clone(&m)), Some(m))
+        }
+    };
 
     // The traffic: event time behind the wall clock all along (a record's event time may not
     // lead its Kafka timestamp), the regression about a minute of wall time in.
@@ -399,15 +388,15 @@ fn run_inner(o: &DemoOptions, started: &mut Vec<Started>) -> anyhow::Result<()> 
         });
     }
     let display = {
-        let (stop, store) = (Arc::clone(&stop), store.clone());
+        let stop = Arc::clone(&stop);
         let handle = rt.handle().clone();
         std::thread::Builder::new()
             .name("modelwatch-demo-view".into())
-            .spawn(move || show_progress(&handle, &store, &stop, regress_at))
+            .spawn(move || show_progress(&handle, &source, &stop, regress_at))
             .context("starting the progress view")?
     };
     say("running (Ctrl-C to stop)\n");
-    let result = crate::serve::run_until(&config, Arc::clone(&stop));
+    let result = crate::serve::run_with(&config, Arc::clone(&stop), memory);
     stop.store(true, Ordering::Relaxed);
     let _ = display.join();
     drop(generator);
@@ -417,8 +406,72 @@ fn run_inner(o: &DemoOptions, started: &mut Vec<Started>) -> anyhow::Result<()> 
         "\nstopped: {} alert notification(s) received.",
         alerts_seen.load(Ordering::Relaxed)
     ));
-    print_sql(o, &clickhouse, started.iter().any(|s| s.what == "ClickHouse"));
+    match &clickhouse {
+        Some((url, _)) => print_sql(o, url, started.iter().any(|s| s.what == "ClickHouse")),
+        None => say(
+            "No history was kept (no ClickHouse). With one, every window, drift score, verdict \
+             and alert stays queryable: deploy/local/install-clickhouse.sh, or --clickhouse URL.",
+        ),
+    }
     Ok(())
+}
+
+/// Starts (or checks) ClickHouse and resets the demo database: its URL and a store over it.
+fn connect_clickhouse(
+    o: &DemoOptions,
+    scripts: Option<&Path>,
+    demo_dir: &Path,
+    started: &mut Vec<Started>,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<(String, modelwatch_clickhouse::Store)> {
+    let clickhouse = match &o.clickhouse {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let dir = scripts.context(
+                "the deploy/local scripts are not here (run the demo from a checkout, or give \
+                 --clickhouse http://HOST:8123)",
+            )?;
+            let cdir = demo_dir.join("clickhouse");
+            let cdir_s = cdir.to_string_lossy().into_owned();
+            let url = script(
+                dir,
+                "clickhouse-start.sh",
+                &[
+                    "--dir",
+                    &cdir_s,
+                    "--http-port",
+                    &CH_HTTP_PORT.to_string(),
+                    "--tcp-port",
+                    &CH_TCP_PORT.to_string(),
+                ],
+            )
+            .context(
+                "it could not be started (deploy/local/install-clickhouse.sh needs root and apt)",
+            )?;
+            if !o.keep {
+                let d = dir.to_path_buf();
+                started.push(Started {
+                    what: "ClickHouse",
+                    stop: Box::new(move || {
+                        script(&d, "clickhouse-stop.sh", &["--dir", &cdir_s]).map(drop)
+                    }),
+                });
+            }
+            url
+        }
+    };
+    let store = crate::serve::store(&Config::from_toml_str(
+        &format!(
+            "[kafka]\nbrokers = [\"127.0.0.1:9092\"]\ninference_topics = [\"x\"]\n[clickhouse]\nurl = \"{clickhouse}\"\ndatabase = \"{}\"\n",
+            o.database
+        ),
+        &Environment::default(),
+    )?)?;
+    rt.block_on(
+        store.client().query(&format!("DROP DATABASE IF EXISTS `{}`", o.database)).execute(),
+    )
+    .with_context(|| format!("{clickhouse} does not answer"))?;
+    Ok((clickhouse, store))
 }
 
 /// A webhook receiver on 127.0.0.1 that verifies the signature and prints each alert.
@@ -494,23 +547,69 @@ struct DriftLine {
     max_psi: f64,
 }
 
-/// Every few seconds: events/s, per version p99, error rate, top drift, canary decisions.
-fn show_progress(
-    rt: &tokio::runtime::Handle,
-    store: &modelwatch_clickhouse::Store,
-    stop: &AtomicBool,
-    regress_at_ms: i64,
-) {
-    let db = store.database().to_owned();
-    let started = Instant::now();
-    let mut last: Option<(Instant, u64)> = None;
-    while !stop.load(Ordering::Relaxed) {
-        for _ in 0..30 {
-            if stop.load(Ordering::Relaxed) {
-                return;
+/// Where the progress view reads from.
+#[allow(clippy::large_enum_variant, reason = "one per process")]
+enum Progress {
+    /// The demo's database.
+    ClickHouse(modelwatch_clickhouse::Store),
+    /// The run's memory (no ClickHouse).
+    Memory(Arc<MemoryHistory>),
+}
+
+/// What one refresh of the view shows.
+struct Snapshot {
+    /// Requests in every pane written so far.
+    total: u64,
+    versions: Vec<VersionLine>,
+    drift: Vec<DriftLine>,
+    /// [`crate::api::verdicts_json`] of the latest verdicts.
+    verdicts: Vec<serde_json::Value>,
+}
+
+impl Progress {
+    fn snapshot(&self, rt: &tokio::runtime::Handle) -> Snapshot {
+        match self {
+            Self::ClickHouse(store) => Self::query(store, rt),
+            Self::Memory(m) => {
+                let versions = m
+                    .latest_windows()
+                    .into_iter()
+                    .map(|w| VersionLine {
+                        model: w.model,
+                        version: w.version,
+                        p99_ms: w.latency_p99_ms,
+                        error_rate: w.error_rate,
+                        end_ms: w.window_end_ms,
+                    })
+                    .collect();
+                let mut drift: BTreeMap<(String, String), DriftLine> = BTreeMap::new();
+                for d in
+                    m.latest_drift().into_iter().filter(|d| d.reference.starts_with("version:"))
+                {
+                    let line =
+                        drift.entry((d.model.clone(), d.version.clone())).or_insert(DriftLine {
+                            model: d.model,
+                            version: d.version,
+                            top_feature: String::new(),
+                            max_psi: f64::NEG_INFINITY,
+                        });
+                    if d.psi > line.max_psi {
+                        line.max_psi = d.psi;
+                        line.top_feature = d.feature;
+                    }
+                }
+                Snapshot {
+                    total: m.requests(),
+                    versions,
+                    drift: drift.into_values().collect(),
+                    verdicts: crate::api::verdicts_json(m.latest_verdicts(None)),
+                }
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn query(store: &modelwatch_clickhouse::Store, rt: &tokio::runtime::Handle) -> Snapshot {
+        let db = store.database();
         let q = |sql: String| store.client().query(&sql);
         let total: u64 = rt
             .block_on(
@@ -544,6 +643,27 @@ fn show_progress(
             .block_on(store.latest_canary_verdicts(None))
             .map(crate::api::verdicts_json)
             .unwrap_or_default();
+        Snapshot { total, versions, drift, verdicts }
+    }
+}
+
+/// Every few seconds: events/s, per version p99, error rate, top drift, canary decisions.
+fn show_progress(
+    rt: &tokio::runtime::Handle,
+    source: &Progress,
+    stop: &AtomicBool,
+    regress_at_ms: i64,
+) {
+    let started = Instant::now();
+    let mut last: Option<(Instant, u64)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..30 {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let Snapshot { total, versions, drift, verdicts } = source.snapshot(rt);
         let now = Instant::now();
         let rate = last.map_or(0.0, |(t, n)| {
             total.saturating_sub(n) as f64 / now.duration_since(t).as_secs_f64().max(0.001)

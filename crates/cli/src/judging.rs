@@ -641,7 +641,7 @@ impl Worker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::sync::Mutex;
@@ -654,28 +654,21 @@ mod tests {
     const SLIDE: i64 = 5_000;
     const WINDOW: i64 = 30_000;
 
-    /// The three tables in memory, with ClickHouse's "latest version wins" on read.
+    /// Every verdict row written, in order (to count how often an end was judged), over the
+    /// in-memory tables the judge reads back.
     #[derive(Default)]
     struct MemStore {
         verdicts: Mutex<Vec<CanaryVerdictRow>>,
-        stats: Mutex<Vec<PaneStatsRow>>,
-        bins: Mutex<Vec<PaneBinsRow>>,
+        tables: crate::history::MemoryHistory,
     }
 
     impl VerdictStore for MemStore {
         fn write(&self, rows: &[CanaryVerdictRow]) -> anyhow::Result<()> {
             self.verdicts.lock().unwrap().extend_from_slice(rows);
-            Ok(())
+            self.tables.write(rows)
         }
         fn latest(&self, pair: &JudgedPair) -> anyhow::Result<Vec<CanaryVerdictRow>> {
-            let v = self.verdicts.lock().unwrap();
-            let mine = |r: &&CanaryVerdictRow| {
-                r.model == pair.model && r.canary_version == pair.canary && r.scope == "cumulative"
-            };
-            let Some(end) = v.iter().filter(mine).map(|r| r.window_end_ms).max() else {
-                return Ok(Vec::new());
-            };
-            Ok(v.iter().filter(mine).filter(|r| r.window_end_ms == end).cloned().collect())
+            self.tables.latest(pair)
         }
         fn totals(
             &self,
@@ -684,27 +677,7 @@ mod tests {
             since_ms: i64,
             until_ms: i64,
         ) -> anyhow::Result<ArmCounts> {
-            let (stats, bins) = self.panes(model, version, since_ms, until_ms)?;
-            let mut c = ArmCounts::default();
-            for s in &stats {
-                c.requests += s.requests;
-                c.errors += s.errors;
-            }
-            let mut latency: BTreeMap<u32, u64> = BTreeMap::new();
-            for s in &stats {
-                for (b, n) in s.latency_bucket_us.iter().zip(&s.latency_bucket_counts) {
-                    *latency.entry(*b).or_default() += n;
-                }
-            }
-            c.latency = latency.into_iter().collect();
-            for b in bins {
-                let e = c.bins.entry((b.kind.clone(), b.feature.clone())).or_default();
-                e.resize(e.len().max(b.bin_counts.len()), 0);
-                for (x, y) in e.iter_mut().zip(&b.bin_counts) {
-                    *x += y;
-                }
-            }
-            Ok(c)
+            self.tables.totals(model, version, since_ms, until_ms)
         }
         fn panes(
             &self,
@@ -713,26 +686,17 @@ mod tests {
             since_ms: i64,
             until_ms: i64,
         ) -> anyhow::Result<(Vec<PaneStatsRow>, Vec<PaneBinsRow>)> {
-            let hit = |m: &str, v: &str, start: i64| {
-                m == model && v == version && (since_ms..until_ms).contains(&start)
-            };
-            let stats = self.stats.lock().unwrap();
-            let bins = self.bins.lock().unwrap();
-            Ok((
-                stats
-                    .iter()
-                    .filter(|s| hit(&s.model, &s.version, s.pane_start_ms))
-                    .cloned()
-                    .collect(),
-                bins.iter()
-                    .filter(|b| hit(&b.model, &b.version, b.pane_start_ms))
-                    .cloned()
-                    .collect(),
-            ))
+            self.tables.panes(model, version, since_ms, until_ms)
         }
     }
 
-    fn pane(version: &str, start: i64, partition: u32, requests: u64, slow: bool) -> PaneStatsRow {
+    pub(crate) fn pane(
+        version: &str,
+        start: i64,
+        partition: u32,
+        requests: u64,
+        slow: bool,
+    ) -> PaneStatsRow {
         let bucket = if slow { 30_000 } else { 20_000 };
         PaneStatsRow {
             model: "m".into(),
@@ -797,7 +761,7 @@ mod tests {
             w.pane_stats.push(pane("v2", start, p, 100, slow));
         }
         w.window_stats = vec![window("v1", start + SLIDE), window("v2", start + SLIDE)];
-        store.stats.lock().unwrap().extend(w.pane_stats.iter().cloned());
+        store.tables.add_panes(&w.pane_stats, []);
         w
     }
 
@@ -857,12 +821,7 @@ mod tests {
         // again (already written, and some already judged) before new ones.
         let mut w = worker(&store, &dropped);
         let replay: Vec<WrittenWindows> = (14..26).map(|i| flush(&store, i, false)).collect();
-        // The store got the replayed rows twice; ClickHouse would keep one: dedupe it here.
-        {
-            let mut s = store.stats.lock().unwrap();
-            let mut seen = HashSet::new();
-            s.retain(|r| seen.insert((r.version.clone(), r.pane_start_ms, r.source_partition)));
-        }
+        // The store got the replayed rows twice and keeps one, as ClickHouse does.
         feed(&mut w, &store, replay);
         assert_eq!(latest(&store), (26 * SLIDE, 26 * 200, "continue".into()));
 

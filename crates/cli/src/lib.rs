@@ -6,6 +6,7 @@ pub mod api;
 pub mod channels;
 pub mod config;
 pub mod demo;
+pub mod history;
 pub mod http;
 pub mod judging;
 pub mod serve;

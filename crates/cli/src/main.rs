@@ -108,6 +108,10 @@ struct DemoArgs {
     /// Leave the ClickHouse the demo started running at the end.
     #[arg(long)]
     keep: bool,
+    /// Run without ClickHouse: everything but the history (results live in memory and are
+    /// gone at the end). The demo does this by itself when no ClickHouse can be had.
+    #[arg(long, conflicts_with_all = ["clickhouse", "keep"])]
+    no_clickhouse: bool,
 }
 
 /// Options of `modelwatch gen`.
@@ -261,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 speedup: a.speedup,
                 rate: a.rate,
                 keep: a.keep,
+                no_clickhouse: a.no_clickhouse,
             })
         }
         Command::Gen(args) => {

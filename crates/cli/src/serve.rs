@@ -13,10 +13,13 @@ use modelwatch_engine::{
 use modelwatch_kafka::{DeadLetterOptions, OffsetReset, SourceOptions};
 use prometheus_client::registry::Registry;
 
-use crate::alerting::{self, AlertMetrics, ClickHouseAlertStore, WorkerContext};
+use crate::alerting::{self, AlertMetrics, AlertStore, ClickHouseAlertStore, WorkerContext};
 use crate::config::{self, Config};
+use crate::history::{History, MemoryHistory, MemorySink};
 use crate::http::{self, AppState};
-use crate::judging::{self, ClickHouseVerdictStore, JudgeContext, JudgeMetrics, JudgedPair};
+use crate::judging::{
+    self, ClickHouseVerdictStore, JudgeContext, JudgeMetrics, JudgedPair, VerdictStore,
+};
 
 /// The store of the configured ClickHouse.
 pub fn store(config: &Config) -> anyhow::Result<Store> {
@@ -98,20 +101,53 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 
 /// [`run`], also stopping once `stop` is set (SIGINT and SIGTERM set it too).
 pub fn run_until(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    run_with(config, stop, None)
+}
+
+/// [`run_until`], keeping the results in `memory` instead of the configured ClickHouse when
+/// given (`modelwatch demo` where no ClickHouse can be had): the `[clickhouse]` section is not
+/// used, and nothing outlives the process (see [`MemoryHistory`]).
+pub fn run_with(
+    config: &Config,
+    stop: Arc<AtomicBool>,
+    memory: Option<Arc<MemoryHistory>>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("modelwatch-io")
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let store = store(config)?;
-    let writer = runtime.block_on(async {
-        let applied = store.migrate().await.context("applying migrations")?;
-        if !applied.is_empty() {
-            tracing::info!(applied = ?applied, "migrations applied");
+    let history = match memory {
+        Some(m) => History::Memory(m),
+        None => {
+            let store = store(config)?;
+            let writer = runtime.block_on(async {
+                let applied = store.migrate().await.context("applying migrations")?;
+                if !applied.is_empty() {
+                    tracing::info!(applied = ?applied, "migrations applied");
+                }
+                store.writer().await.context("checking the tables")
+            })?;
+            History::ClickHouse { store, writer }
         }
-        store.writer().await.context("checking the tables")
-    })?;
+    };
+    let alert_store: Arc<dyn AlertStore> = match &history {
+        History::ClickHouse { store, writer } => Arc::new(ClickHouseAlertStore::new(
+            store.clone(),
+            writer.clone(),
+            runtime.handle().clone(),
+        )),
+        History::Memory(m) => Arc::clone(m) as Arc<dyn AlertStore>,
+    };
+    let verdict_store: Arc<dyn VerdictStore> = match &history {
+        History::ClickHouse { store, writer } => Arc::new(ClickHouseVerdictStore::new(
+            store.clone(),
+            writer.clone(),
+            runtime.handle().clone(),
+        )),
+        History::Memory(m) => Arc::clone(m) as Arc<dyn VerdictStore>,
+    };
 
     let metrics = Arc::new(EngineMetrics::default());
     let alert_metrics = Arc::new(AlertMetrics::default());
@@ -125,11 +161,7 @@ pub fn run_until(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut opts = engine_options(config)?;
     let alert_worker = if config.alerts().enabled() {
         let ctx = WorkerContext {
-            store: Arc::new(ClickHouseAlertStore::new(
-                store.clone(),
-                writer.clone(),
-                runtime.handle().clone(),
-            )),
+            store: alert_store,
             channels: crate::channels::build(config.alerts())?,
             canaries: opts
                 .pipeline
@@ -175,11 +207,7 @@ pub fn run_until(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let ctx = JudgeContext {
             spec: Arc::new(config.judge().clone()),
             window_ms: config.core().windows.window_ms(),
-            store: Arc::new(ClickHouseVerdictStore::new(
-                store.clone(),
-                writer.clone(),
-                runtime.handle().clone(),
-            )),
+            store: verdict_store,
             forward: opts.written.take(),
             dropped: Box::new(move || dropped_metrics.alert_windows_dropped_total()),
             metrics: Arc::clone(&judge_metrics),
@@ -198,8 +226,7 @@ pub fn run_until(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             registry: Arc::new(registry),
             engine: Arc::clone(&metrics),
             canaries: Some(crate::api::Api {
-                store: store.clone(),
-                writer: writer.clone(),
+                history: history.clone(),
                 auth_token: config.http().auth_token.as_ref().map(|t| t.expose().to_owned()),
             }),
         };
@@ -220,16 +247,22 @@ pub fn run_until(config: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         });
     }
 
-    let sink = ClickHouseSink::new(writer, Arc::clone(&metrics));
     let handle = runtime.handle().clone();
     let engine_stop = Arc::clone(&stop);
     let engine_metrics = Arc::clone(&metrics);
-    let engine = std::thread::Builder::new()
-        .name("modelwatch-engine".into())
-        .spawn(move || {
-            modelwatch_engine::run(opts, store, sink, engine_metrics, handle, engine_stop)
-        })
-        .context("starting the engine thread")?;
+    let engine = std::thread::Builder::new().name("modelwatch-engine".into());
+    let engine = match history {
+        History::ClickHouse { store, writer } => {
+            let sink = ClickHouseSink::new(writer, Arc::clone(&metrics));
+            engine.spawn(move || {
+                modelwatch_engine::run(opts, Some(store), sink, engine_metrics, handle, engine_stop)
+            })
+        }
+        History::Memory(m) => engine.spawn(move || {
+            modelwatch_engine::run(opts, None, MemorySink(m), engine_metrics, handle, engine_stop)
+        }),
+    }
+    .context("starting the engine thread")?;
     let result = engine.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
     // The engine is gone, and with it the queue: the judge writes its last verdicts and closes
     // the alert worker's queue by stopping.

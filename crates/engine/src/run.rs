@@ -182,7 +182,8 @@ struct Pending {
 
 type Restores = Arc<Mutex<Pending>>;
 
-fn read_state(store: &Store, rt: &Handle, stop: &AtomicBool) -> Result<State, EngineError> {
+fn read_state(store: Option<&Store>, rt: &Handle, stop: &AtomicBool) -> Result<State, EngineError> {
+    let Some(store) = store else { return Ok(State::default()) };
     let layouts = retry("reading drift layouts", stop, || rt.block_on(store.drift_layouts()))
         .map_err(EngineError::Restore)?;
     let references =
@@ -216,9 +217,14 @@ fn retry<T>(
 /// Runs the pipeline until `stop` is set (then flushes, checkpoints, commits and returns) or a
 /// permanent error. Blocking: call it on a dedicated thread; `rt` runs the sink task and the
 /// store's queries.
+///
+/// `store` is where checkpoints and the state that outlives a window are read back from (on
+/// start and at every partition assignment). Without one (no ClickHouse: `modelwatch demo` on
+/// a bare machine) nothing is read back: every partition starts at the consumer group's
+/// committed offset (or `auto.offset.reset`) with fresh layouts, references and counters.
 pub fn run<S: Sink>(
     opts: EngineOptions,
-    store: Store,
+    store: Option<Store>,
     sink: S,
     metrics: Arc<EngineMetrics>,
     rt: Handle,
@@ -232,7 +238,7 @@ pub fn run<S: Sink>(
     let mut pipeline = Pipeline::new(topics.clone(), opts.pipeline.clone());
 
     // State that outlives a window, before any record.
-    let (layouts, references, counters) = read_state(&store, &rt, &stop)?;
+    let (layouts, references, counters) = read_state(store.as_ref(), &rt, &stop)?;
     tracing::info!(
         layouts = layouts.len(),
         references = references.len(),
@@ -246,8 +252,12 @@ pub fn run<S: Sink>(
         let (store, rt, restores, stop, group) =
             (store.clone(), rt.clone(), Arc::clone(&restores), Arc::clone(&stop), group.clone());
         move |topic: &str, partition: i32| -> Option<i64> {
-            let rows =
-                retry("reading checkpoints", &stop, || rt.block_on(store.checkpoints(&group)));
+            let rows = match &store {
+                Some(store) => {
+                    retry("reading checkpoints", &stop, || rt.block_on(store.checkpoints(&group)))
+                }
+                None => Ok(Vec::new()),
+            };
             let cp = match rows {
                 Ok(rows) => {
                     rows.iter().find(|c| c.topic == topic && c.partition == partition).map(|c| {
@@ -266,7 +276,7 @@ pub fn run<S: Sink>(
             tracing::info!(topic, partition, checkpoint = ?cp, "partition assigned");
             let need_state = restores.lock().is_ok_and(|r| r.state.is_none());
             let state = if need_state {
-                match read_state(&store, &rt, &stop) {
+                match read_state(store.as_ref(), &rt, &stop) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         tracing::error!(error = %e, "persisted state could not be read");
