@@ -650,6 +650,26 @@ impl Evaluator {
         events
     }
 
+    /// Forgets a version whose windows are another instance's from now on (its partitions
+    /// were revoked): its state machines, its last-seen time and its pairs' buffered windows
+    /// go, without any event; the next owner restores them from the `alerts` log, and so does
+    /// this evaluator ([`restore`](Self::restore)) if the version comes back. Returns the
+    /// fingerprints dropped, for [`Scheduler::forget`](crate::Scheduler::forget).
+    pub fn release(&mut self, model: &str, version: &str) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.machines.retain(|k, m| {
+            let mine = k.1 == model && k.2 == version;
+            if mine {
+                gone.push(m.fingerprint.clone());
+            }
+            !mine
+        });
+        self.last_seen.remove(&(model.to_owned(), version.to_owned()));
+        self.buffers
+            .retain(|p, _| !(p.model == model && (p.canary == version || p.baseline == version)));
+        gone
+    }
+
     /// The firing alerts with the time of their latest evaluation (window end, or tick for
     /// `absent`): feed them to [`Scheduler::refresh`](crate::Scheduler::refresh) after every
     /// [`observe`](Self::observe) and [`tick`](Self::tick), so an alert that fired on old

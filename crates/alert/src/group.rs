@@ -445,6 +445,24 @@ impl Scheduler {
         out
     }
 
+    /// Stops tracking alerts whose versions went to another instance (which notifies them from
+    /// now on, see [`Evaluator::release`](crate::Evaluator::release)): nothing more is sent
+    /// for them from here. Groups left empty go, keeping their sequence numbers.
+    pub fn forget(&mut self, fingerprints: &[String]) {
+        let mut emptied = Vec::new();
+        for (key, g) in &mut self.groups {
+            g.alerts.retain(|f, _| !fingerprints.contains(f));
+            if g.alerts.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            if let Some(g) = self.groups.remove(&key) {
+                self.last_seq.insert(key, g.seq);
+            }
+        }
+    }
+
     /// Rebuilds groups after a restart from the evaluator's restored alerts
     /// ([`Evaluator::restore`](crate::Evaluator::restore)) and the delivery rows of the
     /// `alerts` log (rows with a `channel`; state rows are ignored). A firing alert whose

@@ -1,5 +1,7 @@
-//! Property: an evaluator restored from the `alerts` log behaves exactly like one that was
-//! never interrupted, also when the engine replays windows it had already evaluated.
+//! Properties: an evaluator restored from the `alerts` log behaves exactly like one that was
+//! never interrupted, also when the engine replays windows it had already evaluated; and a
+//! model handed from one instance to another (released by one, restored by the other from the
+//! log) is evaluated as if it had never moved.
 
 // Tests may unwrap (clippy.toml allows it in #[test] functions only; helpers too here).
 #![allow(clippy::unwrap_used)]
@@ -119,5 +121,58 @@ proptest! {
         keys.sort();
         keys.dedup();
         prop_assert_eq!(keys.len(), n);
+    }
+
+    #[test]
+    fn a_model_handed_to_another_instance_continues_exactly(
+        steps in proptest::collection::vec(step_strategy(), 1..80),
+        timing in proptest::array::uniform3((0u64..4, 0u64..4)),
+        handover in any::<proptest::sample::Index>(),
+        replay in 0usize..6,
+    ) {
+        let mut whole = evaluator(&timing);
+        let per_step: Vec<Vec<AlertEvent>> =
+            steps.iter().enumerate().map(|(i, s)| feed(&mut whole, i, s)).collect();
+        let r = handover.index(steps.len() + 1);
+        // Only the series of model "m" (`true`) or of the others (`false`).
+        let only = |step: &Step, m: bool| -> Step {
+            SERIES.iter().zip(step).map(|(&(model, _), s)| if (model == "m") == m { *s } else { None }).collect()
+        };
+
+        // Instance A evaluates everything before the handover, logging every event.
+        let mut a = evaluator(&timing);
+        let mut log = Vec::new();
+        for (i, s) in steps.iter().enumerate().take(r) {
+            log.extend(feed(&mut a, i, s).iter().map(|e| e.to_row(i as u64)));
+        }
+        // Model m's partition moves to instance B: A forgets its versions without an event.
+        let mut gone = a.release("m", "v1");
+        gone.extend(a.release("m", "v2"));
+        prop_assert!(a.snapshot().iter().all(|r| r.model != "m"));
+        let mut logged: Vec<&str> =
+            log.iter().filter(|r| r.model == "m").map(|r| r.fingerprint.as_str()).collect();
+        logged.sort_unstable();
+        logged.dedup();
+        for f in &logged {
+            prop_assert!(gone.iter().any(|g| g == f), "{} not released", f);
+        }
+
+        // B (running all along without model m) restores m's rows of the log, then replays
+        // from up to `replay` windows before the handover.
+        let mut b = evaluator(&timing);
+        let rows_m: Vec<_> = log.iter().filter(|r| r.model == "m").cloned().collect();
+        b.restore(&rows_m);
+        let from = r.saturating_sub(replay);
+        let after_b: Vec<AlertEvent> =
+            (from..steps.len()).flat_map(|i| feed(&mut b, i, &only(&steps[i], true))).collect();
+        let expected_m: Vec<AlertEvent> =
+            per_step[r..].iter().flatten().filter(|e| e.model == "m").cloned().collect();
+        prop_assert_eq!(&after_b, &expected_m);
+        // A goes on with the others, as if nothing happened.
+        let after_a: Vec<AlertEvent> =
+            (r..steps.len()).flat_map(|i| feed(&mut a, i, &only(&steps[i], false))).collect();
+        let expected_rest: Vec<AlertEvent> =
+            per_step[r..].iter().flatten().filter(|e| e.model != "m").cloned().collect();
+        prop_assert_eq!(&after_a, &expected_rest);
     }
 }

@@ -21,15 +21,20 @@
 //!   again at that interval until they resolve; these re-sends are counted
 //!   (`outcome="resent"`), not logged.
 //!
-//! On start the worker restores the state machines from the latest state rows of the log and the
-//! notification groups from the recent successful deliveries, so a restart (and the replay that
-//! follows it) does not notify again what was already delivered.
+//! The worker restores a version's state machines from the latest state rows of the log, and
+//! its notification groups from the recent successful deliveries, when the version's first
+//! window reaches it (after the start, or after its partition moved here), so a restart or a
+//! rebalance (and the replay that follows it) does not notify again what was already delivered;
+//! `absent` rules are restored at start (a silent version sends no window). When the engine
+//! revokes a partition it hands over the versions that lived only there
+//! ([`WrittenWindows::released`]): the worker forgets their state without notifying (the next
+//! owner restores it) and its channels stop re-sending their alerts.
 //!
 //! Shutdown: when the engine has stopped (its queue is closed) the worker evaluates what is left,
 //! then closes the channel queues; the delivery threads finish what they hold (without further
 //! retries once stopping) and every log row is written before [`AlertWorker::join`] returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, mpsc};
@@ -291,25 +296,29 @@ pub fn start(
         Scheduler::new(&config.scheduler, &config.rules).context("alert timings")?;
     let mut evaluator = Evaluator::new(config.rules.clone());
     evaluator.set_canary_pairs(ctx.canaries.clone());
-    let now = wall_ms();
 
-    // Restore before the first window: state machines from the latest state rows, groups from
-    // the recent successful deliveries.
+    // Restore before the first window. The alerts of `absent` rules now: their versions may
+    // never send again. Every other alert when the first window of its version arrives
+    // (`Worker::adopt`), so that an instance restores only the versions of its partitions.
+    let absent: Vec<&str> = config
+        .rules
+        .iter()
+        .filter(|r| matches!(r.metric(), modelwatch_alert::rule::Metric::Absent { .. }))
+        .map(|r| r.name())
+        .collect();
     let states = retry_io("reading alert states", &ctx.stop, || ctx.store.latest_states())?;
-    let restored = evaluator.restore(&states);
-    let repeat = config.scheduler.repeat_interval.as_millis() as i64;
-    let since = now - (2 * repeat).max(24 * 3600 * 1000);
-    let log = retry_io("reading the alerts log", &ctx.stop, || ctx.store.log_since(since))?;
-    let deliveries: Vec<AlertRow> =
-        log.into_iter().filter(|r| !r.channel.is_empty() && r.delivery_status == "sent").collect();
-    scheduler.restore(&restored, &deliveries, now);
+    let states: Vec<AlertRow> =
+        states.into_iter().filter(|r| absent.contains(&r.rule.as_str())).collect();
+    let history_ms = (2 * config.scheduler.repeat_interval.as_millis() as i64).max(24 * 3_600_000);
+    let deliveries =
+        restore(&mut evaluator, &mut scheduler, &states, &*ctx.store, history_ms, &ctx.stop)?;
     let firing = evaluator.firing().count();
     ctx.metrics.firing.set(firing as i64);
     tracing::info!(
         states = states.len(),
         firing,
-        deliveries = deliveries.len(),
-        "alert state restored"
+        deliveries,
+        "alert state of absent rules restored"
     );
 
     let (tx, rx) = mpsc::sync_channel::<WrittenWindows>(QUEUE_FLUSHES);
@@ -336,6 +345,8 @@ pub fn start(
     let worker = Worker {
         evaluator,
         scheduler,
+        owned: HashSet::new(),
+        history_ms,
         config_silences: config.silences.clone(),
         silences: Silences::new(),
         queues,
@@ -355,14 +366,46 @@ pub fn start(
     Ok((tx, AlertWorker { thread }))
 }
 
-struct Job {
-    notification: Notification,
-    due: Instant,
+/// Restores the state machines of `states` (latest state rows) and their groups, from the
+/// successful deliveries of the last `history_ms`; the number of delivery rows read.
+fn restore(
+    evaluator: &mut Evaluator,
+    scheduler: &mut Scheduler,
+    states: &[AlertRow],
+    store: &dyn AlertStore,
+    history_ms: i64,
+    stop: &AtomicBool,
+) -> anyhow::Result<usize> {
+    let restored = evaluator.restore(states);
+    if restored.is_empty() {
+        return Ok(0);
+    }
+    let now = wall_ms();
+    let log = retry_io("reading the alerts log", stop, || store.log_since(now - history_ms))?;
+    let deliveries: Vec<AlertRow> = log
+        .into_iter()
+        .filter(|r| !r.channel.is_empty() && r.delivery_status == "sent")
+        .filter(|r| restored.iter().any(|e| e.fingerprint == r.fingerprint))
+        .collect();
+    scheduler.restore(&restored, &deliveries, now);
+    Ok(deliveries.len())
+}
+
+enum Job {
+    /// Deliver a notification.
+    Deliver { notification: Notification, due: Instant },
+    /// Stop re-sending these alerts (their versions went to another instance).
+    Forget(Vec<String>),
 }
 
 struct Worker {
     evaluator: Evaluator,
     scheduler: Scheduler,
+    /// The (model, version) whose alert state this instance holds: restored from the log when
+    /// their first window arrived, dropped when their partitions were revoked.
+    owned: HashSet<(String, String)>,
+    /// How far back deliveries are read when restoring.
+    history_ms: i64,
     config_silences: Vec<Silence>,
     silences: Silences,
     queues: BTreeMap<String, SyncSender<Job>>,
@@ -391,6 +434,27 @@ impl Worker {
             let wait = until_due.min(next_tick.saturating_duration_since(Instant::now()));
             match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
                 Ok(w) => {
+                    // Versions whose partitions went to another instance: that instance
+                    // notifies them from now on.
+                    for (model, version) in &w.released {
+                        self.release(model, version);
+                    }
+                    // Versions seen for the first time (since the start, or since they were
+                    // released): their state is read from the log first.
+                    let keys = w
+                        .window_stats
+                        .iter()
+                        .map(|r| (&r.model, &r.version))
+                        .chain(w.metric_stats.iter().map(|r| (&r.model, &r.version)))
+                        .chain(w.drift_scores.iter().map(|r| (&r.model, &r.version)))
+                        .chain(w.canary_verdicts.iter().map(|r| (&r.model, &r.canary_version)));
+                    let new: BTreeSet<(String, String)> = keys
+                        .filter(|&(m, v)| !self.owned.contains(&(m.clone(), v.clone())))
+                        .map(|(m, v)| (m.clone(), v.clone()))
+                        .collect();
+                    if !new.is_empty() && self.adopt(new).is_err() {
+                        break; // stopping while ClickHouse is unreachable
+                    }
                     // Versions the engine stopped tracking are never evaluated again: their
                     // alerts end now (`absent` rules keep reporting them).
                     for (model, version) in &w.evicted {
@@ -418,6 +482,57 @@ impl Worker {
         // (restored from the log).
         self.send_due();
         tracing::info!("alert worker stopped");
+    }
+
+    /// Reads the latest state of `keys` from the log and takes them on.
+    fn adopt(&mut self, keys: BTreeSet<(String, String)>) -> anyhow::Result<()> {
+        let store = Arc::clone(&self.ctx.store);
+        let states = retry_io("reading alert states", &self.ctx.stop, || store.latest_states())?;
+        let states: Vec<AlertRow> = states
+            .into_iter()
+            .filter(|r| keys.contains(&(r.model.clone(), r.version.clone())))
+            .collect();
+        let deliveries = restore(
+            &mut self.evaluator,
+            &mut self.scheduler,
+            &states,
+            &*store,
+            self.history_ms,
+            &self.ctx.stop,
+        )?;
+        if !states.is_empty() {
+            self.ctx.metrics.firing.set(self.evaluator.firing().count() as i64);
+            tracing::info!(
+                versions = keys.len(),
+                states = states.len(),
+                deliveries,
+                "alert state restored"
+            );
+        }
+        self.owned.extend(keys);
+        Ok(())
+    }
+
+    /// Lets a version go to the instance that owns its partitions now.
+    fn release(&mut self, model: &str, version: &str) {
+        let gone = self.evaluator.release(model, version);
+        self.owned.remove(&(model.to_owned(), version.to_owned()));
+        if gone.is_empty() {
+            return;
+        }
+        self.scheduler.forget(&gone);
+        for q in self.queues.values() {
+            // A full queue keeps re-sending the alerts until they resolve elsewhere: harmless
+            // for receivers, which take the same alert again.
+            let _ = q.try_send(Job::Forget(gone.clone()));
+        }
+        self.ctx.metrics.firing.set(self.evaluator.firing().count() as i64);
+        tracing::info!(
+            model,
+            version,
+            alerts = gone.len(),
+            "alert state released to the next owner"
+        );
     }
 
     /// Writes the events to the log, then hands them to the scheduler.
@@ -450,7 +565,7 @@ impl Worker {
         for n in self.scheduler.due(now, &self.silences) {
             for channel in &n.channels {
                 let Some(q) = self.queues.get(channel) else { continue };
-                let job = Job { notification: n.clone(), due: Instant::now() };
+                let job = Job::Deliver { notification: n.clone(), due: Instant::now() };
                 match q.try_send(job) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
@@ -509,18 +624,27 @@ impl DeliveryThread {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            if let Some(job) = job {
-                self.deliver(&job);
-                if resend.is_some() {
-                    let mut n = job.notification;
-                    n.alerts.retain(|a| a.status == NotificationStatus::Firing);
-                    if n.alerts.is_empty() {
-                        firing.remove(&n.group_key);
-                    } else {
-                        n.status = NotificationStatus::Firing;
-                        firing.insert(n.group_key.clone(), (n, Instant::now()));
+            match job {
+                Some(Job::Deliver { notification, due }) => {
+                    self.deliver(&notification, due);
+                    if resend.is_some() {
+                        let mut n = notification;
+                        n.alerts.retain(|a| a.status == NotificationStatus::Firing);
+                        if n.alerts.is_empty() {
+                            firing.remove(&n.group_key);
+                        } else {
+                            n.status = NotificationStatus::Firing;
+                            firing.insert(n.group_key.clone(), (n, Instant::now()));
+                        }
                     }
                 }
+                Some(Job::Forget(gone)) => {
+                    for (n, _) in firing.values_mut() {
+                        n.alerts.retain(|a| !gone.contains(&a.fingerprint));
+                    }
+                    firing.retain(|_, (n, _)| !n.alerts.is_empty());
+                }
+                None => {}
             }
             let Some(every) = resend else { continue };
             for (n, last) in firing.values_mut() {
@@ -541,8 +665,7 @@ impl DeliveryThread {
     }
 
     /// Delivers one notification and writes a delivery row per attempt and alert.
-    fn deliver(&self, job: &Job) {
-        let n = &job.notification;
+    fn deliver(&self, n: &Notification, due: Instant) {
         let attempts = self.channel.deliver(n, &self.name, &self.external_url, &self.stop);
         let now = wall_ms() as u64;
         let mut rows = Vec::with_capacity(attempts.len() * n.alerts.len());
@@ -567,7 +690,7 @@ impl DeliveryThread {
         self.metrics
             .latency
             .get_or_create(&ChannelLabel { channel: self.name.clone() })
-            .observe(job.due.elapsed().as_secs_f64());
+            .observe(due.elapsed().as_secs_f64());
         if sent {
             tracing::info!(
                 channel = %self.label, group = %n.group_key, status = n.status.as_str(),
@@ -927,5 +1050,54 @@ url = "http://127.0.0.1:9/"
             .map(|r| r.seq)
             .collect();
         assert_eq!(states, [1, 2], "the replayed windows wrote no state row");
+    }
+
+    #[test]
+    fn a_version_moved_to_another_instance_is_neither_repeated_nor_lost() {
+        // Two instances of one group over one store; both start before anything fires.
+        let store = Arc::new(MemStore::default());
+        let (hook_a, hook_b) = (
+            Arc::new(Recorder { resend: Some(Duration::from_millis(200)), ..Recorder::default() }),
+            Arc::new(Recorder::default()),
+        );
+        let (tx_a, a) = worker(&store, &hook_a);
+        let (tx_b, b) = worker(&store, &hook_b);
+        let t0 = wall_ms() - 10_000;
+        tx_a.send(pair(t0, 250.0)).unwrap();
+        wait_for("the firing notification", || hook_a.sent.lock().unwrap().len() == 1);
+        wait_for("a re-send", || hook_a.sent.lock().unwrap().len() >= 2);
+
+        // Its partition moves to B: A lets it go and stops re-sending it; B replays the last
+        // window before going on.
+        tx_a.send(WrittenWindows {
+            released: vec![("fraud".into(), "v1".into()), ("fraud".into(), "v2".into())],
+            ..WrittenWindows::default()
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let sent_by_a = hook_a.sent.lock().unwrap().len();
+        tx_b.send(pair(t0, 250.0)).unwrap();
+        tx_b.send(pair(t0 + 1000, 260.0)).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(hook_b.sent.lock().unwrap().is_empty(), "B notified the firing alert again");
+        tx_b.send(pair(t0 + 2000, 110.0)).unwrap();
+        wait_for("the resolved notification", || hook_b.sent.lock().unwrap().len() == 1);
+        assert_eq!(hook_a.sent.lock().unwrap().len(), sent_by_a, "A went on re-sending");
+        drop((tx_a, tx_b));
+        a.join();
+        b.join();
+
+        let b_sent = hook_b.sent.lock().unwrap();
+        assert_eq!(b_sent[0].1.status.as_str(), "resolved");
+        assert_eq!(b_sent[0].1.alerts[0].starts_at_ms, t0, "the same episode");
+        let states: Vec<(String, u64)> = store
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.channel.is_empty())
+            .map(|r| (r.state.clone(), r.seq))
+            .collect();
+        assert_eq!(states, [("firing".to_owned(), 1), ("resolved".to_owned(), 2)]);
     }
 }

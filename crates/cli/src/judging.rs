@@ -229,6 +229,7 @@ pub fn start(
             .iter()
             .map(|p| PairState::new(p.clone(), Arc::clone(&ctx.spec), ctx.window_ms))
             .collect(),
+        owned: vec![false; pairs.len()],
         last_dropped: (ctx.dropped)(),
         ctx,
     };
@@ -532,6 +533,11 @@ fn pieces(
 
 struct Worker {
     pairs: Vec<PairState>,
+    /// Per pair: whether its versions' windows came here since the pair was last rebuilt.
+    /// A pair whose partition moved to another instance (released) is rebuilt from the store
+    /// when its windows come back, and so is every pair at its first windows after the start
+    /// (another instance may have judged it since this one started).
+    owned: Vec<bool>,
     last_dropped: u64,
     ctx: JudgeContext,
 }
@@ -586,6 +592,29 @@ impl Worker {
             tracing::warn!("flushes were dropped before the canary judge: rebuilding");
             if let Err(e) = self.rebuild_all() {
                 tracing::error!(error = %format!("{e:#}"), "rebuilding canary judges failed");
+            }
+        }
+        for (i, p) in self.pairs.iter_mut().enumerate() {
+            if w.released.iter().any(|(m, v)| p.arm_of(m, v).is_some()) {
+                self.owned[i] = false;
+            }
+            let arrived = w.window_stats.iter().any(|r| p.arm_of(&r.model, &r.version).is_some())
+                || w.pane_stats.iter().any(|r| p.arm_of(&r.model, &r.version).is_some());
+            if arrived && !self.owned[i] {
+                self.owned[i] = true;
+                let store = Arc::clone(&self.ctx.store);
+                let rebuilt =
+                    retry_io("rebuilding a canary judge from ClickHouse", &self.ctx.stop, || {
+                        p.rebuild(store.as_ref())
+                    });
+                match rebuilt {
+                    Ok(()) => {
+                        self.ctx.metrics.rebuilds.inc();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "rebuilding a canary judge failed")
+                    }
+                }
             }
         }
         self.observe(w)
@@ -784,6 +813,7 @@ pub(crate) mod tests {
         };
         let mut w = Worker {
             pairs: vec![PairState::new(pair, Arc::clone(&ctx.spec), WINDOW)],
+            owned: vec![false],
             last_dropped: (ctx.dropped)(),
             ctx,
         };

@@ -1072,7 +1072,8 @@ impl Tracker {
     /// state comes from [`Tracker::preload_reference`] and [`Tracker::preload_counter`].
     pub fn restore_partition(&mut self, partition: u32, watermark_ms: i64, cutoff_ms: i64) {
         self.roll_back(partition, cutoff_ms);
-        self.forget_partition(partition);
+        // Replayed from here: its versions are not released.
+        let _replayed = self.forget_partition(partition);
         let lateness = self.cfg.windows.lateness_ms();
         let p = self.partition_mut(partition);
         p.max_event_ms = (watermark_ms != i64::MIN).then(|| watermark_ms.saturating_add(lateness));
@@ -1127,7 +1128,10 @@ impl Tracker {
     /// closed panes, and the partition keeps its counter undo log and reference contributions
     /// (for [`Tracker::restore_partition`]). Layouts the partition froze count again only past
     /// their freezing event, as after a restart.
-    pub fn forget_partition(&mut self, partition: u32) {
+    ///
+    /// Returns the (model, version) of the versions dropped whole: for a revoked partition,
+    /// those now owned elsewhere.
+    pub fn forget_partition(&mut self, partition: u32) -> Vec<(String, String)> {
         // If it is read again, it is from an earlier offset: the layouts it froze count after
         // their freezing event again (see `FrozenLayout::frozen_at`).
         for m in &mut self.models {
@@ -1155,7 +1159,12 @@ impl Tracker {
         }
         // A version that lived only in this partition belongs to its next owner (or to the
         // replay): its closed panes and pending windows are dropped, never emitted partially.
+        let mut released = Vec::with_capacity(orphans.len());
         for kid in orphans {
+            if let Some(key) = &self.keys[kid] {
+                let model = &self.models[key.model as usize].name;
+                released.push((model.to_string(), key.version.to_string()));
+            }
             self.drop_key(kid);
         }
         if let Some(p) = self.partitions.get_mut(partition as usize) {
@@ -1166,6 +1175,7 @@ impl Tracker {
             p.undo = undo;
         }
         self.dirty = true;
+        released
     }
 
     /// Forgets a version entirely (its state, counter series and undo entries).

@@ -760,8 +760,10 @@ fn a_revoked_partition_takes_its_versions_along_and_emits_nothing_partial() {
     tr.advance(&mut out);
     assert_eq!(tr.active_keys(), 2);
     let m0_before = out.windows.keys().filter(|k| k.0 == "m0").count();
-    tr.forget_partition(0);
+    let released = tr.forget_partition(0);
     assert_eq!(tr.active_keys(), 1, "m0 lived only in partition 0");
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0].0, "m0", "the version now owned elsewhere: {released:?}");
     for i in 30..100 {
         let mut e = ev(i * 1_000, 3.0);
         e.model = 1;

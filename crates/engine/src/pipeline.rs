@@ -349,7 +349,8 @@ impl Pipeline {
             Some(cp) => self.tracker_of(id).restore_partition(id, cp.watermark_ms, cp.cutoff_ms),
             None => {
                 let t = self.tracker_of(id);
-                t.forget_partition(id);
+                // Read from scratch by us: nothing is released.
+                let _fresh = t.forget_partition(id);
                 t.register_partition(id);
             }
         }
@@ -375,15 +376,16 @@ impl Pipeline {
             .is_some_and(|p| p.assigned)
     }
 
-    /// Lets a partition go (revoked): drops its open panes; closed state stays.
-    pub fn revoke(&mut self, topic: u32, partition: i32) {
-        if let Some(id) = self.topics.existing_id(topic, partition) {
-            self.tracker_of(id).forget_partition(id);
-            let p = self.part(id);
-            p.assigned = false;
-            p.next_offset = None;
-            p.resumed_at = None;
-        }
+    /// Lets a partition go (revoked): drops its open panes; closed state stays. Returns the
+    /// (model, version) that lived only in it (now its next owner's).
+    pub fn revoke(&mut self, topic: u32, partition: i32) -> Vec<(String, String)> {
+        let Some(id) = self.topics.existing_id(topic, partition) else { return Vec::new() };
+        let released = self.tracker_of(id).forget_partition(id);
+        let p = self.part(id);
+        p.assigned = false;
+        p.next_offset = None;
+        p.resumed_at = None;
+        released
     }
 
     /// The next offset to read of every assigned partition that has one, as

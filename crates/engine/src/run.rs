@@ -99,6 +99,10 @@ pub struct WrittenWindows {
     pub canary_verdicts: Vec<CanaryVerdictRow>,
     /// (model, version) evicted after `limits.idle_ttl` since the last flush.
     pub evicted: Vec<(String, String)>,
+    /// (model, version) that lived only in partitions revoked from this instance: their
+    /// windows are another instance's from now on (sent alone, after the revoked partitions'
+    /// last flush; if they come back, their state is to be read again from the store).
+    pub released: Vec<(String, String)>,
 }
 
 impl EngineOptions {
@@ -412,6 +416,7 @@ fn hand_over_windows(
         pane_bins: Vec::new(),
         canary_verdicts: Vec::new(),
         evicted: rows.evicted,
+        released: Vec::new(),
     };
     if !pane_models.is_empty() {
         w.pane_stats = rows.pane_stats.into_iter().filter(|r| wanted(&r.model)).collect();
@@ -526,12 +531,14 @@ impl Loop<'_> {
                 Some(SourceEvent::Revoked(rv)) => {
                     tracing::info!(partitions = ?rv.partitions, "partitions revoked");
                     self.drain()?;
+                    let mut released = Vec::new();
                     for (topic, partition) in &rv.partitions {
                         if let Some(t) = self.pipeline.topics().by_name(topic).map(|t| t.index) {
-                            self.pipeline.revoke(t, *partition);
+                            released.extend(self.pipeline.revoke(t, *partition));
                         }
                         self.metrics.remove_lag(topic, *partition);
                     }
+                    self.hand_over_released(released);
                     rv.ack();
                     self.paused = false; // pauses do not survive a rebalance
                     self.paused_since = None;
@@ -742,6 +749,26 @@ impl Loop<'_> {
                 tracing::warn!(error = %e, "offset commit failed");
             }
             self.pipeline.release(&commits);
+        }
+    }
+
+    /// Tells the alert worker (through the judge) which versions went with revoked
+    /// partitions, after the windows of their last flush (`drain` waited for those).
+    fn hand_over_released(&self, released: Vec<(String, String)>) {
+        let Some(tx) = &self.opts.written else { return };
+        if released.is_empty() {
+            return;
+        }
+        tracing::info!(versions = released.len(), "versions released to the next owner");
+        let w = WrittenWindows { released, ..WrittenWindows::default() };
+        match tx.try_send(w) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.alert_windows_dropped();
+                tracing::warn!(
+                    "the alert worker is behind: it is not told which versions were released"
+                );
+            }
         }
     }
 
