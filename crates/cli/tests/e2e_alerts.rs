@@ -6,110 +6,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Instance, Setup, free_port, services, tsv};
+use common::{Instance, Receiver, Request, Setup, free_port, now_ms, rfc3339_ms, services, tsv};
 use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
 use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
 
 const SECRET: &str = "e2e-webhook-secret";
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Request {
-    path: String,
-    /// Lower-case names.
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// A webhook receiver on 127.0.0.1: records every request, answers 200.
-struct Receiver {
-    port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(false).unwrap();
-                        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                        if let Some(req) = read_request(&stream) {
-                            r.lock().unwrap().push(req);
-                            let mut w = &stream;
-                            let _ = w.write_all(
-                                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                            );
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Self { port, requests, stop }
-    }
-
-    fn notifications(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let path = line.split_whitespace().nth(1)?.to_owned();
-    let mut headers = BTreeMap::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let len: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Request { path, headers, body })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn rfc3339_ms(s: &str) -> i64 {
-    humantime::parse_rfc3339(s).unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 #[test]
 fn a_canary_latency_regression_fires_once_and_resolves_once_across_a_restart() {
