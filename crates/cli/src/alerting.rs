@@ -303,6 +303,9 @@ pub fn start(
     let deliveries: Vec<AlertRow> =
         log.into_iter().filter(|r| !r.channel.is_empty() && r.delivery_status == "sent").collect();
     scheduler.restore(&restored, &deliveries, now);
+    // Firing alerts notified before the restart are re-sent at once to the channels that need
+    // re-sends (Alertmanager forgets them otherwise): `due` does not notify them again.
+    let notified_firing = scheduler.notified_firing();
     let firing = evaluator.firing().count();
     ctx.metrics.firing.set(firing as i64);
     tracing::info!(
@@ -326,9 +329,11 @@ pub fn start(
             metrics: Arc::clone(&ctx.metrics),
             stop: Arc::clone(&ctx.stop),
         };
+        let seed: Vec<Notification> =
+            notified_firing.iter().filter(|n| n.channels.contains(name)).cloned().collect();
         let t = std::thread::Builder::new()
             .name(format!("modelwatch-notify-{name}"))
-            .spawn(move || d.run(qrx))
+            .spawn(move || d.run(qrx, seed))
             .context("starting a delivery thread")?;
         queues.insert(name.clone(), qtx);
         threads.push(t);
@@ -498,11 +503,19 @@ struct DeliveryThread {
 }
 
 impl DeliveryThread {
-    fn run(self, rx: Receiver<Job>) {
+    /// `seed`: the firing notifications of restored groups, re-sent at once when the channel
+    /// needs re-sends.
+    fn run(self, rx: Receiver<Job>, seed: Vec<Notification>) {
         let resend = self.channel.resend_interval();
         // Groups whose latest notification has firing alerts, for receivers that need them
         // re-sent: (their firing alerts, when last sent).
         let mut firing: BTreeMap<String, (Notification, Instant)> = BTreeMap::new();
+        if let Some(every) = resend {
+            let long_ago = Instant::now().checked_sub(every).unwrap_or_else(Instant::now);
+            for n in seed {
+                firing.insert(n.group_key.clone(), (n, long_ago));
+            }
+        }
         loop {
             let job = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(job) => Some(job),
