@@ -210,3 +210,130 @@ secret = "{SECRET}"
     let status = mw.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// Processing delay at real-time pacing (event time = wall time): from the moment a breaching
+/// window can close (its end plus `allowed_lateness`: the first event that moves the watermark
+/// past its end) to the webhook's arrival, with `for = "0s"` and `group_wait = "0s"`. Two
+/// canaries regress at different times, so two groups give two measurements.
+#[test]
+fn processing_delay_from_window_close_to_webhook() {
+    let Some(svc) = services("e2e alert delay") else { return };
+    let setup = Setup::new(&svc, "e2e_alert_delay", 1);
+    let hook = Receiver::start();
+
+    const LATENESS_MS: i64 = 1_000;
+    let t0 = now_ms();
+    let mut fraud = ModelConfig::fraud_detector();
+    fraud.canary_share = 0.5;
+    let mut chat = ModelConfig::support_chat();
+    chat.canary_share = 0.5;
+    let regress = |model: &str, version: &str, from_s: i64| Incident {
+        model: model.into(),
+        version: Some(version.into()),
+        from: EventTime::Millis(t0 + from_s * 1000),
+        until: EventTime::Millis(t0 + 60_000),
+        effect: IncidentEffect::LatencyShift { multiplier: 8.0 },
+    };
+    let scenario = ScenarioConfig {
+        seed: 13,
+        start_time_ms: None, // now: event time runs with the wall clock
+        requests_per_second: 300.0,
+        models: vec![fraud, chat],
+        incidents: vec![
+            regress("fraud-detector", "v42", 20),
+            regress("support-chat", "2024-06", 28),
+        ],
+        ..ScenarioConfig::default()
+    };
+    let opts = GenOptions {
+        brokers: svc.brokers.clone(),
+        inference_topic: setup.inference.clone(),
+        metric_topic: setup.metrics.clone(),
+        count: None,
+        duration: Some(Duration::from_secs(40)),
+        max_wall_time: Duration::from_secs(60),
+        pacing: Pacing::RealTime { speedup: 1.0 },
+        scenario,
+        ..GenOptions::default()
+    };
+    let generator = std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap());
+
+    let port = free_port();
+    let extra = format!(
+        r#"
+[windows]
+window = "10s"
+slide = "1s"
+allowed_lateness = "1s"
+idle_timeout = "5s"
+backlog_idle_timeout = "5m"
+
+[[canary]]
+model = "fraud-detector"
+baseline = "v41"
+canary = "v42"
+
+[[canary]]
+model = "support-chat"
+baseline = "2024-05"
+canary = "2024-06"
+
+[alerts]
+group_wait = "0s"
+group_interval = "1s"
+repeat_interval = "1h"
+
+[[alerts.rules]]
+name = "canary_p99_regression"
+metric = "latency_p99_ms"
+relative_to = "baseline"
+compare = "ratio"
+op = ">"
+threshold = 3.0
+min_samples = 300
+for = "0s"
+channels = ["hook"]
+
+[alerts.channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:{hook}/alerts"
+"#,
+        hook = hook.port
+    );
+    let config = setup.config(port, &extra);
+    let mw = Instance::start("e2e_alert_delay", &config, port);
+    let firing_of = |model: &str| {
+        hook.notifications()
+            .into_iter()
+            .find(|r| r.json()["status"] == "firing" && r.json()["groupLabels"]["model"] == model)
+    };
+    mw.wait_until("both firing notifications", Duration::from_secs(90), |_| {
+        firing_of("fraud-detector").is_some() && firing_of("support-chat").is_some()
+    });
+    let mut delays = Vec::new();
+    for (model, from_s) in [("fraud-detector", 20), ("support-chat", 28)] {
+        let r = firing_of(model).unwrap();
+        let a = &r.json()["alerts"][0];
+        // With `for = 0` the alert starts at the end of the first breaching window.
+        let window_end = rfc3339_ms(a["startsAt"].as_str().unwrap());
+        let closable = window_end + LATENESS_MS;
+        let delay = r.received_ms - closable;
+        eprintln!(
+            "processing delay {model}: window ending {} ms after the regression began, \
+             closable at +{} ms, webhook at +{} ms: {delay} ms",
+            window_end - (t0 + from_s * 1000),
+            closable - t0,
+            r.received_ms - t0
+        );
+        assert!(window_end > t0 + from_s * 1000, "breaching window before the regression");
+        delays.push(delay);
+    }
+    eprintln!("processing delays (ms): {delays:?}");
+    for d in &delays {
+        assert!((0..=5_000).contains(d), "processing delay {d} ms (bound 5 s)");
+    }
+    let status = mw.stop();
+    assert!(status.success(), "{status:?}");
+    let report = generator.join().unwrap();
+    assert_eq!(report.failed, 0);
+}
