@@ -384,3 +384,30 @@ impl EngineMetrics {
         self.paused.set(i64::from(paused));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EngineMetrics;
+
+    #[test]
+    fn caught_up_means_less_than_one_lag_sample_behind() {
+        let m = EngineMetrics::default();
+        assert!(!m.caught_up(), "no sample yet");
+        // A backlog: 1,000 behind, and still behind the previous high watermark next time.
+        m.set_lag("t", 0, 1_000, 0);
+        assert!(!m.caught_up());
+        m.set_lag("t", 0, 1_100, 600);
+        assert!(!m.caught_up());
+        // A live stream: a few records behind, but past the previous sample's high watermark.
+        m.set_lag("t", 0, 1_200, 1_190);
+        assert!(m.caught_up());
+        m.set_lag("u", 3, 50, 50);
+        assert!(m.caught_up(), "lag 0");
+        // One partition falls behind: not caught up.
+        m.set_lag("u", 3, 500, 60);
+        m.set_lag("u", 3, 900, 400);
+        assert!(!m.caught_up());
+        m.remove_lag("u", 3);
+        assert!(m.caught_up());
+    }
+}
