@@ -223,6 +223,24 @@ impl Tracked {
     fn notified_firing(&self) -> bool {
         matches!(self.notified, Some((NotificationStatus::Firing, _)))
     }
+    /// The alert as a notification carries it.
+    fn instance(&self, fingerprint: &str) -> AlertInstance {
+        let e = &self.event;
+        AlertInstance {
+            fingerprint: fingerprint.to_owned(),
+            labels: e.labels.clone(),
+            annotations: e.annotations.clone(),
+            status: self.status,
+            starts_at_ms: e.starts_at_ms,
+            ends_at_ms: match self.status {
+                NotificationStatus::Firing => None,
+                NotificationStatus::Resolved => e.ends_at_ms,
+            },
+            value: e.value,
+            threshold: e.threshold,
+            state_seq: e.seq,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -387,48 +405,16 @@ impl Scheduler {
             if changed || repeat_due {
                 g.seq += 1;
                 g.last_sent_ms = Some(now_ms);
-                let alerts: Vec<AlertInstance> = send
-                    .iter()
-                    .map(|fp| {
-                        let t = &g.alerts[fp];
-                        let e = &t.event;
-                        AlertInstance {
-                            fingerprint: fp.clone(),
-                            labels: e.labels.clone(),
-                            annotations: e.annotations.clone(),
-                            status: t.status,
-                            starts_at_ms: e.starts_at_ms,
-                            ends_at_ms: match t.status {
-                                NotificationStatus::Firing => None,
-                                NotificationStatus::Resolved => e.ends_at_ms,
-                            },
-                            value: e.value,
-                            threshold: e.threshold,
-                            state_seq: e.seq,
-                        }
-                    })
-                    .collect();
+                let alerts: Vec<AlertInstance> =
+                    send.iter().map(|fp| g.alerts[fp].instance(fp)).collect();
                 for fp in &send {
                     if let Some(t) = g.alerts.get_mut(fp) {
                         t.notified = Some((t.status, t.event.starts_at_ms));
                     }
                 }
                 g.alerts.retain(|_, t| t.status == NotificationStatus::Firing);
-                out.push(Notification {
-                    group_key: format!("{{}}:{{alertname={rule:?}, model={model:?}}}"),
-                    rule: rule.clone(),
-                    model: model.clone(),
-                    status: if firing {
-                        NotificationStatus::Firing
-                    } else {
-                        NotificationStatus::Resolved
-                    },
-                    common_labels: common(alerts.iter().map(|a| &a.labels)),
-                    common_annotations: common(alerts.iter().map(|a| &a.annotations)),
-                    alerts,
-                    channels: self.channels.get(rule).cloned().unwrap_or_default(),
-                    seq: g.seq,
-                });
+                let channels = self.channels.get(rule).cloned().unwrap_or_default();
+                out.push(notification(rule, model, alerts, channels, g.seq));
             }
             // An emptied group is kept for one more interval after its last notification, so
             // an alert that comes back at once waits for that tick instead of starting a new
@@ -461,6 +447,28 @@ impl Scheduler {
                 self.last_seq.insert(key, g.seq);
             }
         }
+    }
+
+    /// Per group, the firing alerts whose firing (this episode) receivers were last notified
+    /// of, as a firing notification (groups without any are left out). After a
+    /// [`restore`](Self::restore) this is what receivers that forget alerts not re-sent
+    /// (Alertmanager) must get again, since the notification that told them is not re-sent by
+    /// [`due`](Self::due) before `repeat_interval`.
+    pub fn notified_firing(&self) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for ((rule, model), g) in &self.groups {
+            let alerts: Vec<AlertInstance> = g
+                .alerts
+                .iter()
+                .filter(|(_, t)| t.status == NotificationStatus::Firing && !t.changed())
+                .map(|(fp, t)| t.instance(fp))
+                .collect();
+            if !alerts.is_empty() {
+                let channels = self.channels.get(rule).cloned().unwrap_or_default();
+                out.push(notification(rule, model, alerts, channels, g.seq));
+            }
+        }
+        out
     }
 
     /// Rebuilds groups after a restart from the evaluator's restored alerts
@@ -506,6 +514,28 @@ impl Scheduler {
                 Tracked { event: a.clone(), status, evaluated_at_ms: a.at_ms, notified },
             );
         }
+    }
+}
+
+/// The notification of group (rule, model) with these alerts: firing when any is.
+fn notification(
+    rule: &str,
+    model: &str,
+    alerts: Vec<AlertInstance>,
+    channels: Vec<String>,
+    seq: u64,
+) -> Notification {
+    let firing = alerts.iter().any(|a| a.status == NotificationStatus::Firing);
+    Notification {
+        group_key: format!("{{}}:{{alertname={rule:?}, model={model:?}}}"),
+        rule: rule.to_owned(),
+        model: model.to_owned(),
+        status: if firing { NotificationStatus::Firing } else { NotificationStatus::Resolved },
+        common_labels: common(alerts.iter().map(|a| &a.labels)),
+        common_annotations: common(alerts.iter().map(|a| &a.annotations)),
+        alerts,
+        channels,
+        seq,
     }
 }
 

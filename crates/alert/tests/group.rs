@@ -314,6 +314,30 @@ fn a_restarted_scheduler_does_not_notify_again() {
 }
 
 #[test]
+fn a_restored_group_lists_the_firing_alerts_receivers_were_told_of() {
+    let mut a = scheduler();
+    let none = Silences::new();
+    let (e1, e2) = (firing("v1", T0), firing("v2", T0));
+    a.push(&e1, T0);
+    a.push(&e2, T0);
+    assert!(a.notified_firing().is_empty(), "nothing notified yet");
+    let sent = a.due(T0 + 30 * S, &none);
+    assert_eq!(a.notified_firing(), sent, "the notification just sent");
+    // v1 was notified firing; v2's delivery is not in the log (it failed); v3 fires since.
+    let n = &sent[0];
+    let deliveries = vec![n.alerts[0].delivery_row(n, "alertmanager:am", 1, "sent", T0, 0)];
+    let e3 = firing("v3", T0 + MIN);
+    let mut b = scheduler();
+    b.restore(&[e1.clone(), e2, e3], &deliveries, T0 + 2 * MIN);
+    let again = b.notified_firing();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].status, NotificationStatus::Firing);
+    assert_eq!(again[0].channels, ["pager", "team-mail"]);
+    let fps: Vec<&str> = again[0].alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+    assert_eq!(fps, [e1.fingerprint.as_str()]);
+}
+
+#[test]
 fn timings_are_validated() {
     let spec = SchedulerSpec {
         group_interval: std::time::Duration::from_millis(500),

@@ -310,7 +310,7 @@ pub fn start(
     let states: Vec<AlertRow> =
         states.into_iter().filter(|r| absent.contains(&r.rule.as_str())).collect();
     let history_ms = (2 * config.scheduler.repeat_interval.as_millis() as i64).max(24 * 3_600_000);
-    let deliveries =
+    let (deliveries, resend) =
         restore(&mut evaluator, &mut scheduler, &states, &*ctx.store, history_ms, &ctx.stop)?;
     let firing = evaluator.firing().count();
     ctx.metrics.firing.set(firing as i64);
@@ -342,6 +342,7 @@ pub fn start(
         queues.insert(name.clone(), qtx);
         threads.push(t);
     }
+    resend_restored(&queues, resend);
     let worker = Worker {
         evaluator,
         scheduler,
@@ -367,7 +368,8 @@ pub fn start(
 }
 
 /// Restores the state machines of `states` (latest state rows) and their groups, from the
-/// successful deliveries of the last `history_ms`; the number of delivery rows read.
+/// successful deliveries of the last `history_ms`: the number of delivery rows read, and the
+/// restored firing alerts whose firing was notified (for [`Job::Resend`]).
 fn restore(
     evaluator: &mut Evaluator,
     scheduler: &mut Scheduler,
@@ -375,10 +377,10 @@ fn restore(
     store: &dyn AlertStore,
     history_ms: i64,
     stop: &AtomicBool,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, Vec<Notification>)> {
     let restored = evaluator.restore(states);
     if restored.is_empty() {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let now = wall_ms();
     let log = retry_io("reading the alerts log", stop, || store.log_since(now - history_ms))?;
@@ -388,14 +390,35 @@ fn restore(
         .filter(|r| restored.iter().any(|e| e.fingerprint == r.fingerprint))
         .collect();
     scheduler.restore(&restored, &deliveries, now);
-    Ok(deliveries.len())
+    let mut resend = scheduler.notified_firing();
+    for n in &mut resend {
+        n.alerts.retain(|a| restored.iter().any(|e| e.fingerprint == a.fingerprint));
+    }
+    resend.retain(|n| !n.alerts.is_empty());
+    Ok((deliveries.len(), resend))
 }
 
 enum Job {
     /// Deliver a notification.
     Deliver { notification: Notification, due: Instant },
+    /// Re-send these firing alerts now and on, if the channel needs re-sends: restored
+    /// alerts whose firing was notified before (by this instance before a restart, or by the
+    /// instance their partition came from), which `Scheduler::due` does not notify again.
+    Resend(Notification),
     /// Stop re-sending these alerts (their versions went to another instance).
     Forget(Vec<String>),
+}
+
+/// Hands restored firing notifications to their channels for re-sending.
+fn resend_restored(queues: &BTreeMap<String, SyncSender<Job>>, notifications: Vec<Notification>) {
+    for n in notifications {
+        for channel in &n.channels {
+            if let Some(q) = queues.get(channel) {
+                // A full queue: the next regular re-send or notification covers it.
+                let _ = q.try_send(Job::Resend(n.clone()));
+            }
+        }
+    }
 }
 
 struct Worker {
@@ -492,7 +515,7 @@ impl Worker {
             .into_iter()
             .filter(|r| keys.contains(&(r.model.clone(), r.version.clone())))
             .collect();
-        let deliveries = restore(
+        let (deliveries, resend) = restore(
             &mut self.evaluator,
             &mut self.scheduler,
             &states,
@@ -500,6 +523,7 @@ impl Worker {
             self.history_ms,
             &self.ctx.stop,
         )?;
+        resend_restored(&self.queues, resend);
         if !states.is_empty() {
             self.ctx.metrics.firing.set(self.evaluator.firing().count() as i64);
             tracing::info!(
@@ -636,6 +660,13 @@ impl DeliveryThread {
                             n.status = NotificationStatus::Firing;
                             firing.insert(n.group_key.clone(), (n, Instant::now()));
                         }
+                    }
+                }
+                Some(Job::Resend(n)) => {
+                    if let Some(every) = resend {
+                        let long_ago =
+                            Instant::now().checked_sub(every).unwrap_or_else(Instant::now);
+                        firing.insert(n.group_key.clone(), (n, long_ago));
                     }
                 }
                 Some(Job::Forget(gone)) => {
@@ -1056,10 +1087,11 @@ url = "http://127.0.0.1:9/"
     fn a_version_moved_to_another_instance_is_neither_repeated_nor_lost() {
         // Two instances of one group over one store; both start before anything fires.
         let store = Arc::new(MemStore::default());
-        let (hook_a, hook_b) = (
-            Arc::new(Recorder { resend: Some(Duration::from_millis(200)), ..Recorder::default() }),
-            Arc::new(Recorder::default()),
-        );
+        // Receivers that forget alerts not re-sent (Alertmanager).
+        let resending = || {
+            Arc::new(Recorder { resend: Some(Duration::from_millis(200)), ..Recorder::default() })
+        };
+        let (hook_a, hook_b) = (resending(), resending());
         let (tx_a, a) = worker(&store, &hook_a);
         let (tx_b, b) = worker(&store, &hook_b);
         let t0 = wall_ms() - 10_000;
@@ -1078,18 +1110,32 @@ url = "http://127.0.0.1:9/"
         let sent_by_a = hook_a.sent.lock().unwrap().len();
         tx_b.send(pair(t0, 250.0)).unwrap();
         tx_b.send(pair(t0 + 1000, 260.0)).unwrap();
-        std::thread::sleep(Duration::from_millis(700));
-        assert!(hook_b.sent.lock().unwrap().is_empty(), "B notified the firing alert again");
+        // B re-sends the firing alert it took over (a re-send, not a new notification).
+        wait_for("B's re-send", || !hook_b.sent.lock().unwrap().is_empty());
         tx_b.send(pair(t0 + 2000, 110.0)).unwrap();
-        wait_for("the resolved notification", || hook_b.sent.lock().unwrap().len() == 1);
+        let resolved = |r: &Arc<Recorder>| {
+            r.sent.lock().unwrap().iter().any(|(_, n)| n.status.as_str() == "resolved")
+        };
+        wait_for("the resolved notification", || resolved(&hook_b));
         assert_eq!(hook_a.sent.lock().unwrap().len(), sent_by_a, "A went on re-sending");
         drop((tx_a, tx_b));
         a.join();
         b.join();
 
         let b_sent = hook_b.sent.lock().unwrap();
-        assert_eq!(b_sent[0].1.status.as_str(), "resolved");
-        assert_eq!(b_sent[0].1.alerts[0].starts_at_ms, t0, "the same episode");
+        let (_, resolution) = b_sent.iter().find(|(_, n)| n.status.as_str() == "resolved").unwrap();
+        assert_eq!(resolution.alerts[0].starts_at_ms, t0, "the same episode");
+        // One notification each way, A's firing and B's resolution: re-sends are not logged.
+        let deliveries: Vec<(String, String)> = store
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.channel.is_empty())
+            .map(|r| (r.state.clone(), r.delivery_status.clone()))
+            .collect();
+        let sent = |state: &str| (state.to_owned(), "sent".to_owned());
+        assert_eq!(deliveries, [sent("firing"), sent("resolved")]);
         let states: Vec<(String, u64)> = store
             .rows
             .lock()

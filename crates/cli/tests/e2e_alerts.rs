@@ -6,110 +6,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Instance, Setup, free_port, services, tsv};
+use common::{Instance, Receiver, Request, Setup, free_port, now_ms, rfc3339_ms, services, tsv};
 use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
 use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
 
 const SECRET: &str = "e2e-webhook-secret";
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Request {
-    path: String,
-    /// Lower-case names.
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// A webhook receiver on 127.0.0.1: records every request, answers 200.
-struct Receiver {
-    port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(false).unwrap();
-                        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                        if let Some(req) = read_request(&stream) {
-                            r.lock().unwrap().push(req);
-                            let mut w = &stream;
-                            let _ = w.write_all(
-                                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                            );
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Self { port, requests, stop }
-    }
-
-    fn notifications(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let path = line.split_whitespace().nth(1)?.to_owned();
-    let mut headers = BTreeMap::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let len: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Request { path, headers, body })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn rfc3339_ms(s: &str) -> i64 {
-    humantime::parse_rfc3339(s).unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 #[test]
 fn a_canary_latency_regression_fires_once_and_resolves_once_across_a_restart() {
@@ -306,4 +209,131 @@ secret = "{SECRET}"
     assert!(mw.metric("modelwatch_notifications_total{channel=\"hook\",outcome=\"sent\"}") >= 1.0);
     let status = mw.stop();
     assert!(status.success(), "{status:?}");
+}
+
+/// Processing delay at real-time pacing (event time = wall time): from the moment a breaching
+/// window can close (its end plus `allowed_lateness`: the first event that moves the watermark
+/// past its end) to the webhook's arrival, with `for = "0s"` and `group_wait = "0s"`. Two
+/// canaries regress at different times, so two groups give two measurements.
+#[test]
+fn processing_delay_from_window_close_to_webhook() {
+    let Some(svc) = services("e2e alert delay") else { return };
+    let setup = Setup::new(&svc, "e2e_alert_delay", 1);
+    let hook = Receiver::start();
+
+    const LATENESS_MS: i64 = 1_000;
+    let t0 = now_ms();
+    let mut fraud = ModelConfig::fraud_detector();
+    fraud.canary_share = 0.5;
+    let mut chat = ModelConfig::support_chat();
+    chat.canary_share = 0.5;
+    let regress = |model: &str, version: &str, from_s: i64| Incident {
+        model: model.into(),
+        version: Some(version.into()),
+        from: EventTime::Millis(t0 + from_s * 1000),
+        until: EventTime::Millis(t0 + 60_000),
+        effect: IncidentEffect::LatencyShift { multiplier: 8.0 },
+    };
+    let scenario = ScenarioConfig {
+        seed: 13,
+        start_time_ms: None, // now: event time runs with the wall clock
+        requests_per_second: 300.0,
+        models: vec![fraud, chat],
+        incidents: vec![
+            regress("fraud-detector", "v42", 20),
+            regress("support-chat", "2024-06", 28),
+        ],
+        ..ScenarioConfig::default()
+    };
+    let opts = GenOptions {
+        brokers: svc.brokers.clone(),
+        inference_topic: setup.inference.clone(),
+        metric_topic: setup.metrics.clone(),
+        count: None,
+        duration: Some(Duration::from_secs(40)),
+        max_wall_time: Duration::from_secs(60),
+        pacing: Pacing::RealTime { speedup: 1.0 },
+        scenario,
+        ..GenOptions::default()
+    };
+    let generator = std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap());
+
+    let port = free_port();
+    let extra = format!(
+        r#"
+[windows]
+window = "10s"
+slide = "1s"
+allowed_lateness = "1s"
+idle_timeout = "5s"
+backlog_idle_timeout = "5m"
+
+[[canary]]
+model = "fraud-detector"
+baseline = "v41"
+canary = "v42"
+
+[[canary]]
+model = "support-chat"
+baseline = "2024-05"
+canary = "2024-06"
+
+[alerts]
+group_wait = "0s"
+group_interval = "1s"
+repeat_interval = "1h"
+
+[[alerts.rules]]
+name = "canary_p99_regression"
+metric = "latency_p99_ms"
+relative_to = "baseline"
+compare = "ratio"
+op = ">"
+threshold = 3.0
+min_samples = 300
+for = "0s"
+channels = ["hook"]
+
+[alerts.channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:{hook}/alerts"
+"#,
+        hook = hook.port
+    );
+    let config = setup.config(port, &extra);
+    let mw = Instance::start("e2e_alert_delay", &config, port);
+    let firing_of = |model: &str| {
+        hook.notifications()
+            .into_iter()
+            .find(|r| r.json()["status"] == "firing" && r.json()["groupLabels"]["model"] == model)
+    };
+    mw.wait_until("both firing notifications", Duration::from_secs(90), |_| {
+        firing_of("fraud-detector").is_some() && firing_of("support-chat").is_some()
+    });
+    let mut delays = Vec::new();
+    for (model, from_s) in [("fraud-detector", 20), ("support-chat", 28)] {
+        let r = firing_of(model).unwrap();
+        let a = &r.json()["alerts"][0];
+        // With `for = 0` the alert starts at the end of the first breaching window.
+        let window_end = rfc3339_ms(a["startsAt"].as_str().unwrap());
+        let closable = window_end + LATENESS_MS;
+        let delay = r.received_ms - closable;
+        eprintln!(
+            "processing delay {model}: window ending {} ms after the regression began, \
+             closable at +{} ms, webhook at +{} ms: {delay} ms",
+            window_end - (t0 + from_s * 1000),
+            closable - t0,
+            r.received_ms - t0
+        );
+        assert!(window_end > t0 + from_s * 1000, "breaching window before the regression");
+        delays.push(delay);
+    }
+    eprintln!("processing delays (ms): {delays:?}");
+    for d in &delays {
+        assert!((0..=5_000).contains(d), "processing delay {d} ms (bound 5 s)");
+    }
+    let status = mw.stop();
+    assert!(status.success(), "{status:?}");
+    let report = generator.join().unwrap();
+    assert_eq!(report.failed, 0);
 }

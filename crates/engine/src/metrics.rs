@@ -48,6 +48,15 @@ fn insert_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// One partition's latest lag sample, for [`EngineMetrics::caught_up`].
+#[derive(Debug, Clone, Copy)]
+struct LagSample {
+    /// The broker's high watermark.
+    high: i64,
+    /// Lag 0, or the consumer had read past the previous sample's high watermark.
+    caught_up: bool,
+}
+
 /// The engine's metrics and health flags.
 #[derive(Debug)]
 pub struct EngineMetrics {
@@ -77,8 +86,8 @@ pub struct EngineMetrics {
     insert_failures: Family<TableLabel, Counter>,
     last: std::sync::Mutex<(Vec<TopicCounts>, TrackerStats)>,
     last_checkpoint_ms: AtomicI64,
-    /// The latest sampled lag of every assigned partition, for [`EngineMetrics::caught_up`].
-    lags: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
+    /// The latest lag sample of every assigned partition, for [`EngineMetrics::caught_up`].
+    lags: std::sync::Mutex<std::collections::HashMap<(String, i32), LagSample>>,
     windows_dropped: Counter,
     /// Set once the engine consumes (state restored, consumer started).
     pub running: AtomicBool,
@@ -301,12 +310,16 @@ impl EngineMetrics {
         }
     }
 
-    /// Consumer lag of one partition.
-    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+    /// A lag sample of one partition: the broker's high watermark and the consumer's next
+    /// offset (the lag is their difference).
+    pub fn set_lag(&self, topic: &str, partition: i32, high: i64, next_offset: i64) {
+        let lag = (high - next_offset).max(0);
         let l = PartitionLabel { topic: topic.to_owned(), partition: partition.to_string() };
         self.lag.get_or_create(&l).set(lag);
         if let Ok(mut lags) = self.lags.lock() {
-            lags.insert((topic.to_owned(), partition), lag);
+            let key = (topic.to_owned(), partition);
+            let caught_up = lag == 0 || lags.get(&key).is_some_and(|prev| next_offset >= prev.high);
+            lags.insert(key, LagSample { high, caught_up });
         }
     }
 
@@ -319,12 +332,14 @@ impl EngineMetrics {
         }
     }
 
-    /// Whether the consumer is caught up: at least one partition's lag was sampled, and the
-    /// latest sample of every partition with a sample is zero. (A partition assigned since the
-    /// last sample, every `lag_interval`, is not known yet.) `absent` alert rules are judged
-    /// only then, so a backlog is not taken for silence.
+    /// Whether the consumer is caught up: at least one partition's lag was sampled, and at the
+    /// latest sample every partition with a sample had no lag or had read past the high
+    /// watermark of its previous sample (one `lag_interval` earlier): it is less than a lag
+    /// interval behind. (A live stream is rarely at lag 0 exactly: records keep arriving while
+    /// the consumer fetches.) A partition assigned since the last sample is not known yet.
+    /// `absent` alert rules are judged only then, so a backlog is not taken for silence.
     pub fn caught_up(&self) -> bool {
-        self.lags.lock().is_ok_and(|l| !l.is_empty() && l.values().all(|&lag| lag == 0))
+        self.lags.lock().is_ok_and(|l| !l.is_empty() && l.values().all(|s| s.caught_up))
     }
 
     /// The window rows of a flush could not be handed to the alert worker (its queue was full):
@@ -367,5 +382,32 @@ impl EngineMetrics {
     pub fn set_flow(&self, in_flight: usize, paused: bool) {
         self.flushes_in_flight.set(in_flight as i64);
         self.paused.set(i64::from(paused));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineMetrics;
+
+    #[test]
+    fn caught_up_means_less_than_one_lag_sample_behind() {
+        let m = EngineMetrics::default();
+        assert!(!m.caught_up(), "no sample yet");
+        // A backlog: 1,000 behind, and still behind the previous high watermark next time.
+        m.set_lag("t", 0, 1_000, 0);
+        assert!(!m.caught_up());
+        m.set_lag("t", 0, 1_100, 600);
+        assert!(!m.caught_up());
+        // A live stream: a few records behind, but past the previous sample's high watermark.
+        m.set_lag("t", 0, 1_200, 1_190);
+        assert!(m.caught_up());
+        m.set_lag("u", 3, 50, 50);
+        assert!(m.caught_up(), "lag 0");
+        // One partition falls behind: not caught up.
+        m.set_lag("u", 3, 500, 60);
+        m.set_lag("u", 3, 900, 400);
+        assert!(!m.caught_up());
+        m.remove_lag("u", 3);
+        assert!(m.caught_up());
     }
 }

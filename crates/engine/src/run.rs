@@ -475,7 +475,7 @@ fn spawn_lag_sampler(
                     if let Ok(high) =
                         probe.high_watermark(&topic, partition, Duration::from_secs(10))
                     {
-                        metrics.set_lag(&topic, partition, (high - next_offset).max(0));
+                        metrics.set_lag(&topic, partition, high, next_offset);
                         if let Ok(mut h) = highs.lock() {
                             h.insert((topic, partition), high);
                         }

@@ -3,13 +3,21 @@
 //!
 //! A test that needs the services skips (with a note) when `MODELWATCH_TEST_BROKERS` or
 //! `MODELWATCH_TEST_CLICKHOUSE_URL` is unset, and fails under `CI=true`.
+//!
+//! For the alerting tests: a webhook [`Receiver`] run by the test, and private SMTP servers
+//! ([`Smtp`]) and Alertmanagers ([`Alertmanager`]) started through `deploy/local/*-start.sh`
+//! (which install what is missing); a test that cannot have them skips, or fails under `CI=true`.
 
 #![allow(dead_code, reason = "each test binary uses a subset")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
@@ -24,7 +32,7 @@ pub(crate) struct Services {
     /// ClickHouse HTTP URL.
     pub(crate) clickhouse: String,
     /// The test's own broker, stopped when the last clone is dropped.
-    pub(crate) _broker: Option<std::sync::Arc<PrivateBroker>>,
+    pub(crate) _broker: Option<Arc<PrivateBroker>>,
 }
 
 /// A tansu broker of one test, on a fresh SQLite database in a temporary directory and a free
@@ -82,7 +90,7 @@ pub(crate) fn services(test: &str) -> Option<Services> {
             if get("MODELWATCH_TANSU_BIN").is_some() {
                 let name: String = test.chars().filter(char::is_ascii_alphanumeric).collect();
                 let (broker, brokers) = PrivateBroker::start(&name);
-                let _broker = Some(std::sync::Arc::new(broker));
+                let _broker = Some(Arc::new(broker));
                 return Some(Services { brokers, clickhouse, _broker });
             }
             Some(Services { brokers, clickhouse, _broker: None })
@@ -534,5 +542,267 @@ impl Drop for Instance {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Milliseconds since the epoch, wall clock.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// An RFC 3339 time as milliseconds since the epoch.
+pub(crate) fn rfc3339_ms(s: &str) -> i64 {
+    humantime::parse_rfc3339_weak(s).unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    /// The request path.
+    pub(crate) path: String,
+    /// Lower-case names.
+    pub(crate) headers: BTreeMap<String, String>,
+    /// The body bytes.
+    pub(crate) body: Vec<u8>,
+    /// Wall clock (ms since the epoch) when the request line arrived.
+    pub(crate) received_ms: i64,
+}
+
+impl Request {
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: records every request, answers 200.
+pub(crate) struct Receiver {
+    /// Its port.
+    pub(crate) port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    /// Starts one on a free port.
+    pub(crate) fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        if let Some(req) = read_request(&stream) {
+                            r.lock().unwrap().push(req);
+                            let mut w = &stream;
+                            let _ = w.write_all(
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                            );
+                        }
+                    }
+                    // Polled every 5 ms, so arrival times are exact to a few ms.
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { port, requests, stop }
+    }
+
+    /// Every request so far, in arrival order.
+    pub(crate) fn notifications(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let received_ms = now_ms();
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut headers = BTreeMap::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Request { path, headers, body, received_ms })
+}
+
+/// Skips the test (with a note) when a service cannot be had, or fails under `CI=true`.
+pub(crate) fn skip_or_fail(test: &str, why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {why} (CI=true: the service must be available)"
+    );
+    eprintln!("note: skipping {test}: {why}");
+}
+
+/// A private SMTP server (deploy/local/smtp-start.sh: aiosmtpd, STARTTLS offered with a
+/// self-signed certificate) in a fresh directory, stopped and wiped on drop.
+pub(crate) struct Smtp {
+    /// Its directory (messages/, tls/).
+    pub(crate) dir: PathBuf,
+    /// Its port (plain SMTP with STARTTLS).
+    pub(crate) port: u16,
+}
+
+impl Smtp {
+    /// Starts one, or `None` after [`skip_or_fail`] when the script fails.
+    pub(crate) fn start(test: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(fresh("mw-smtp"));
+        let port = free_port();
+        let out = Command::new(script("smtp-start.sh"))
+            .args(["--dir", dir.to_str().unwrap(), "--port", &port.to_string()])
+            .stderr(Stdio::inherit())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Self { dir, port }),
+            other => {
+                let _ = std::fs::remove_dir_all(&dir);
+                skip_or_fail(test, &format!("the SMTP server did not start: {other:?}"));
+                None
+            }
+        }
+    }
+
+    /// The self-signed certificate the server presents (the client's `ca_file`).
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/cert.pem")
+    }
+
+    /// The stored messages, oldest first.
+    pub(crate) fn messages(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("messages"))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = Command::new(script("smtp-stop.sh"))
+            .args(["--dir", self.dir.to_str().unwrap_or_default(), "--wipe"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A stored message, parsed by Python's `email` package from the venv the SMTP server runs in.
+#[derive(Debug)]
+pub(crate) struct Mail {
+    /// Header name (as written) -> value; repeated headers joined by ", ".
+    pub(crate) headers: BTreeMap<String, String>,
+    /// The decoded text/plain part.
+    pub(crate) text: String,
+    /// The decoded text/html part.
+    pub(crate) html: String,
+}
+
+/// Parses a message the [`Smtp`] server stored.
+pub(crate) fn parse_mail(path: &Path) -> Mail {
+    let venv = std::env::var("MODELWATCH_PYVENV").ok().map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var("MODELWATCH_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/modelwatch")
+        });
+        cache.join("pyvenv")
+    });
+    let code = r#"
+import email, email.policy, json, sys
+m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)
+h = {}
+for k, v in m.items():
+    h[k] = (h[k] + ', ' + str(v)) if k in h else str(v)
+body = lambda t: (m.get_body(preferencelist=(t,)) or None)
+text = body('plain'); html = body('html')
+print(json.dumps({'headers': h, 'text': text.get_content() if text else '', 'html': html.get_content() if html else ''}))
+"#;
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", code, path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Mail {
+        headers: v["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect(),
+        text: v["text"].as_str().unwrap().replace("\r\n", "\n"),
+        html: v["html"].as_str().unwrap().replace("\r\n", "\n"),
+    }
+}
+
+/// A private Alertmanager (deploy/local/alertmanager-start.sh: Debian's 0.25, clustering off),
+/// stopped and wiped on drop.
+pub(crate) struct Alertmanager {
+    /// Its directory.
+    pub(crate) dir: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+}
+
+impl Alertmanager {
+    /// Starts one with this `resolve_timeout`, or `None` after [`skip_or_fail`].
+    pub(crate) fn start(test: &str, resolve_timeout: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(fresh("mw-am"));
+        let port = free_port().to_string();
+        let out = Command::new(script("alertmanager-start.sh"))
+            .args(["--dir", dir.to_str().unwrap(), "--port", &port])
+            .args(["--resolve-timeout", resolve_timeout])
+            .stderr(Stdio::inherit())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                Some(Self { dir, url: String::from_utf8_lossy(&o.stdout).trim().to_owned() })
+            }
+            other => {
+                let _ = std::fs::remove_dir_all(&dir);
+                skip_or_fail(test, &format!("Alertmanager did not start: {other:?}"));
+                None
+            }
+        }
+    }
+
+    /// `GET /api/v2/alerts`: the alerts Alertmanager holds unresolved (active, silenced or
+    /// inhibited).
+    pub(crate) fn alerts(&self) -> Vec<serde_json::Value> {
+        let mut resp = ureq::get(format!("{}/api/v2/alerts", self.url)).call().unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        v.as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = Command::new(script("alertmanager-stop.sh"))
+            .args(["--dir", self.dir.to_str().unwrap_or_default(), "--wipe"])
+            .stderr(Stdio::null())
+            .status();
     }
 }
