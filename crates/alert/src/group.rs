@@ -159,6 +159,9 @@ pub struct Notification {
     pub channels: Vec<String>,
     /// Number of this notification within its group key (see the module documentation).
     pub seq: u64,
+    /// How many times the same alerts in the same states were notified before in this group
+    /// (repeats after `repeat_interval`): part of the [idempotency key](Self::idempotency_key).
+    pub repeat: u32,
 }
 
 impl AlertInstance {
@@ -198,10 +201,31 @@ impl AlertInstance {
 }
 
 impl Notification {
-    /// The idempotency key of (group_key, seq): 16 hex digits of the group key's FNV-1a hash,
-    /// `-`, the sequence number. Record it before sending; a receiver may deduplicate on it.
+    /// The idempotency key: 16 hex digits of the FNV-1a hash of [`content`](Self::content),
+    /// `-`, [`repeat`](Self::repeat). It depends only on what is notified (which alerts, in
+    /// which state, of which episode and state row), never on when: the notification made again
+    /// after a crash between sending it and recording its delivery has the same key, so a
+    /// receiver may drop the repeat. A deliberate repeat (`repeat_interval`) has a new key.
     pub fn idempotency_key(&self) -> String {
-        format!("{}-{}", hash_hex(&self.group_key), self.seq)
+        format!("{}-{}", hash_hex(&self.content()), self.repeat)
+    }
+
+    /// The group key and, per alert, its fingerprint, status, episode start and state row
+    /// `seq`.
+    pub fn content(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = self.group_key.clone();
+        for a in &self.alerts {
+            let _ = write!(
+                out,
+                "|{}:{}:{}:{}",
+                a.fingerprint,
+                a.status.as_str(),
+                a.starts_at_ms,
+                a.state_seq
+            );
+        }
+        out
     }
 }
 
@@ -212,6 +236,10 @@ struct Tracked {
     evaluated_at_ms: i64,
     /// What was last notified: status and the episode's start.
     notified: Option<(NotificationStatus, i64)>,
+    /// Restored firing with no delivery on record: the process may have stopped between
+    /// sending its firing notification and recording it, so its resolution is sent even if
+    /// the firing is not notified again first.
+    maybe_notified: bool,
 }
 
 impl Tracked {
@@ -221,7 +249,7 @@ impl Tracked {
     /// Whether receivers were last told that this alert fires (in this episode or an earlier
     /// one whose resolution was not sent yet): a resolution must then be sent.
     fn notified_firing(&self) -> bool {
-        matches!(self.notified, Some((NotificationStatus::Firing, _)))
+        matches!(self.notified, Some((NotificationStatus::Firing, _))) || self.maybe_notified
     }
     /// The alert as a notification carries it.
     fn instance(&self, fingerprint: &str) -> AlertInstance {
@@ -248,6 +276,8 @@ struct Group {
     next_tick_ms: i64,
     last_sent_ms: Option<i64>,
     seq: u64,
+    /// The content of the last notification sent and how many times it was repeated.
+    last_content: Option<(String, u32)>,
     alerts: BTreeMap<String, Tracked>,
 }
 
@@ -304,6 +334,7 @@ impl Scheduler {
             next_tick_ms: now_ms.saturating_add(wait),
             last_sent_ms: None,
             seq,
+            last_content: None,
             alerts: BTreeMap::new(),
         })
     }
@@ -332,6 +363,7 @@ impl Scheduler {
             Some(t) => {
                 if t.event.starts_at_ms != event.starts_at_ms {
                     t.evaluated_at_ms = event.at_ms;
+                    t.maybe_notified = false;
                 }
                 t.evaluated_at_ms = t.evaluated_at_ms.max(event.at_ms);
                 t.status = status;
@@ -343,6 +375,7 @@ impl Scheduler {
                     status,
                     evaluated_at_ms: event.at_ms,
                     notified: None,
+                    maybe_notified: false,
                 };
                 g.alerts.insert(event.fingerprint.clone(), t);
             }
@@ -414,7 +447,14 @@ impl Scheduler {
                 }
                 g.alerts.retain(|_, t| t.status == NotificationStatus::Firing);
                 let channels = self.channels.get(rule).cloned().unwrap_or_default();
-                out.push(notification(rule, model, alerts, channels, g.seq));
+                let mut n = notification(rule, model, alerts, channels, g.seq);
+                let content = n.content();
+                n.repeat = match &g.last_content {
+                    Some((c, r)) if *c == content => r + 1,
+                    _ => 0,
+                };
+                g.last_content = Some((content, n.repeat));
+                out.push(n);
             }
             // An emptied group is kept for one more interval after its last notification, so
             // an alert that comes back at once waits for that tick instead of starting a new
@@ -476,7 +516,9 @@ impl Scheduler {
     /// `alerts` log (rows with a `channel`; state rows are ignored). A firing alert whose
     /// latest delivery was of this episode firing is not notified again before
     /// `repeat_interval`; a resolved alert whose latest delivery was firing gets its resolved
-    /// notification; anything else restored is handled as new.
+    /// notification; anything else restored is handled as new, except that a restored firing
+    /// alert always gets its resolution (its firing notification may have been sent by a
+    /// process that stopped before recording it).
     pub fn restore(&mut self, alerts: &[AlertEvent], deliveries: &[AlertRow], now_ms: i64) {
         let mut latest: BTreeMap<&str, &AlertRow> = BTreeMap::new();
         for r in deliveries.iter().filter(|r| !r.channel.is_empty()) {
@@ -511,7 +553,13 @@ impl Scheduler {
             };
             g.alerts.insert(
                 a.fingerprint.clone(),
-                Tracked { event: a.clone(), status, evaluated_at_ms: a.at_ms, notified },
+                Tracked {
+                    event: a.clone(),
+                    status,
+                    evaluated_at_ms: a.at_ms,
+                    notified,
+                    maybe_notified: a.state == AlertState::Firing,
+                },
             );
         }
     }
@@ -536,6 +584,7 @@ fn notification(
         alerts,
         channels,
         seq,
+        repeat: 0,
     }
 }
 

@@ -100,7 +100,7 @@ fn a_burst_within_group_wait_is_one_notification() {
     assert_eq!(n.group_key, r#"{}:{alertname="slow", model="m"}"#);
     assert_eq!(n.channels, ["pager", "team-mail"]);
     assert_eq!(n.seq, T0 as u64 * 1000 + 1);
-    assert_eq!(n.idempotency_key(), format!("{}-{}", &n.idempotency_key()[..16], n.seq));
+    assert_eq!(n.idempotency_key(), format!("{}-0", &n.idempotency_key()[..16]));
     assert_eq!(n.common_labels.get("alertname").map(String::as_str), Some("slow"));
     assert!(!n.common_labels.contains_key("version"));
     assert!(n.common_annotations.is_empty());
@@ -306,11 +306,48 @@ fn a_restarted_scheduler_does_not_notify_again() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].1.status, NotificationStatus::Resolved);
     assert!(sent[0].1.seq > T0 as u64 * 1000 + 1, "a new seq after the restart");
-    // Without deliveries, a restored firing alert is notified (it may never have been).
+    // Without deliveries, a restored firing alert is notified (it may never have been): a
+    // crash between sending and recording. The repeat has the key of the original.
     let mut c = scheduler();
     c.restore(std::slice::from_ref(&e), &[], T0 + 2 * MIN);
     c.refresh(&e.fingerprint, T0 + 2 * MIN);
-    assert_eq!(run(&mut c, T0 + 2 * MIN, T0 + 3 * MIN, 10 * S, &none).len(), 1);
+    let again = run(&mut c, T0 + 2 * MIN, T0 + 3 * MIN, 10 * S, &none);
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].1.seq, n.seq);
+    assert_eq!(again[0].1.idempotency_key(), n.idempotency_key(), "a receiver can drop it");
+    // Restored the same way, it resolves before the repeat was due: the resolution goes out
+    // all the same (the receiver may have the firing notification).
+    let mut d = scheduler();
+    d.restore(std::slice::from_ref(&e), &[], T0 + 2 * MIN);
+    d.push(&event("slow", "v1", AlertState::Resolved, T0, T0 + 2 * MIN, 2), T0 + 2 * MIN);
+    let sent = run(&mut d, T0 + 2 * MIN, T0 + 3 * MIN, 10 * S, &none);
+    let statuses: Vec<NotificationStatus> = sent.iter().map(|(_, n)| n.status).collect();
+    assert_eq!(statuses, [NotificationStatus::Resolved]);
+}
+
+#[test]
+fn deliberate_repeats_and_new_states_get_new_idempotency_keys() {
+    const HOUR: i64 = 60 * MIN;
+    let mut s = scheduler();
+    let none = Silences::new();
+    let e = firing("v1", T0);
+    s.push(&e, T0);
+    let mut keys: Vec<String> = Vec::new();
+    let mut now = T0;
+    while now <= T0 + 4 * HOUR + MIN {
+        // The evaluator keeps judging the alert on recent windows.
+        s.refresh(&e.fingerprint, now - 15 * S);
+        keys.extend(s.due(now, &none).iter().map(Notification::idempotency_key));
+        now += MIN / 2;
+    }
+    assert_eq!(keys.len(), 2, "the notification and its repeat after repeat_interval");
+    assert!(keys[0].ends_with("-0") && keys[1].ends_with("-1"), "{keys:?}");
+    assert_eq!(keys[0][..16], keys[1][..16], "the same content");
+    s.push(&event("slow", "v1", AlertState::Resolved, T0, T0 + 5 * HOUR, 2), T0 + 5 * HOUR);
+    let resolved = run(&mut s, T0 + 5 * HOUR, T0 + 5 * HOUR + MIN, 10 * S, &none);
+    assert_eq!(resolved.len(), 1);
+    let key = resolved[0].1.idempotency_key();
+    assert!(!keys.contains(&key), "{key} repeats a firing key");
 }
 
 #[test]

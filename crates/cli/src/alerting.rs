@@ -698,6 +698,10 @@ impl DeliveryThread {
     /// Delivers one notification and writes a delivery row per attempt and alert.
     fn deliver(&self, n: &Notification, due: Instant) {
         let attempts = self.channel.deliver(n, &self.name, &self.external_url, &self.stop);
+        if attempts.last().is_some_and(|a| a.status == "sent") && fail_point(ABORT_AFTER_SEND) {
+            tracing::error!(channel = %self.label, "fail point {ABORT_AFTER_SEND}: aborting");
+            std::process::abort();
+        }
         let now = wall_ms() as u64;
         let mut rows = Vec::with_capacity(attempts.len() * n.alerts.len());
         for a in &attempts {
@@ -735,6 +739,18 @@ impl DeliveryThread {
             );
         }
     }
+}
+
+/// The test-only fail point between sending a notification and recording its delivery: with
+/// `MODELWATCH_TEST_FAILPOINT=abort-after-send` the process aborts right after a notification
+/// was sent, before its delivery rows are written (tests of the crash that repeats one
+/// notification). Never set it in production.
+pub const ABORT_AFTER_SEND: &str = "abort-after-send";
+
+/// Whether the fail point `name` is armed (`MODELWATCH_TEST_FAILPOINT`, read once).
+fn fail_point(name: &str) -> bool {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ARMED.get_or_init(|| std::env::var("MODELWATCH_TEST_FAILPOINT").ok()).as_deref() == Some(name)
 }
 
 /// Writes log rows, retrying with backoff; once stopping, gives up after a few attempts.

@@ -404,6 +404,16 @@ impl Instance {
     /// Starts `modelwatch run` with the configuration `text` (which must listen on `http_port`)
     /// and waits until /healthz answers.
     pub(crate) fn start(name: &str, text: &str, http_port: u16) -> Self {
+        Self::start_with_env(name, text, http_port, &[])
+    }
+
+    /// [`Instance::start`] with extra environment variables (e.g. a test fail point).
+    pub(crate) fn start_with_env(
+        name: &str,
+        text: &str,
+        http_port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
@@ -414,6 +424,7 @@ impl Instance {
             .env_clear()
             // MODELWATCH_TEST_LOG sets a more verbose filter for a run under investigation.
             .env("RUST_LOG", std::env::var("MODELWATCH_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
