@@ -215,6 +215,10 @@ secret = "{SECRET}"
 /// window can close (its end plus `allowed_lateness`: the first event that moves the watermark
 /// past its end) to the webhook's arrival, with `for = "0s"` and `group_wait = "0s"`. Two
 /// canaries regress at different times, so two groups give two measurements.
+///
+/// A closed window waits for the next flush (`[pipeline] flush_interval`, 1 s by default), then
+/// for its ClickHouse insert, the `alerts` log row and the POST: measured 0.5 to 1.3 s with the
+/// default flush interval, 0.4 s with `flush_interval = "250ms"`.
 #[test]
 fn processing_delay_from_window_close_to_webhook() {
     let Some(svc) = services("e2e alert delay") else { return };

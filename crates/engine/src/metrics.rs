@@ -53,8 +53,9 @@ fn insert_buckets() -> Histogram {
 struct LagSample {
     /// The broker's high watermark.
     high: i64,
-    /// Lag 0, or the consumer had read past the previous sample's high watermark.
-    caught_up: bool,
+    /// Consecutive samples (this one included) at lag 0 or past the previous sample's high
+    /// watermark.
+    streak: u32,
 }
 
 /// The engine's metrics and health flags.
@@ -318,8 +319,10 @@ impl EngineMetrics {
         self.lag.get_or_create(&l).set(lag);
         if let Ok(mut lags) = self.lags.lock() {
             let key = (topic.to_owned(), partition);
-            let caught_up = lag == 0 || lags.get(&key).is_some_and(|prev| next_offset >= prev.high);
-            lags.insert(key, LagSample { high, caught_up });
+            let prev = lags.get(&key).copied();
+            let now_ok = lag == 0 || prev.is_some_and(|p| next_offset >= p.high);
+            let streak = if now_ok { prev.map_or(1, |p| p.streak.saturating_add(1)) } else { 0 };
+            lags.insert(key, LagSample { high, streak });
         }
     }
 
@@ -333,13 +336,15 @@ impl EngineMetrics {
     }
 
     /// Whether the consumer is caught up: at least one partition's lag was sampled, and at the
-    /// latest sample every partition with a sample had no lag or had read past the high
-    /// watermark of its previous sample (one `lag_interval` earlier): it is less than a lag
-    /// interval behind. (A live stream is rarely at lag 0 exactly: records keep arriving while
-    /// the consumer fetches.) A partition assigned since the last sample is not known yet.
-    /// `absent` alert rules are judged only then, so a backlog is not taken for silence.
+    /// latest two samples every partition with a sample had no lag or had read past the high
+    /// watermark of the sample before (one `lag_interval` earlier): it is less than a lag
+    /// interval behind, and was already a lag interval ago. (A live stream is rarely at lag 0
+    /// exactly: records keep arriving while the consumer fetches. The second sample gives the
+    /// windows of a backlog just read the time to be written and evaluated.) A partition
+    /// assigned since the last sample is not known yet. `absent` alert rules are judged only
+    /// then, so a backlog is not taken for silence.
     pub fn caught_up(&self) -> bool {
-        self.lags.lock().is_ok_and(|l| !l.is_empty() && l.values().all(|s| s.caught_up))
+        self.lags.lock().is_ok_and(|l| !l.is_empty() && l.values().all(|s| s.streak >= 2))
     }
 
     /// The window rows of a flush could not be handed to the alert worker (its queue was full):
@@ -398,13 +403,20 @@ mod tests {
         assert!(!m.caught_up());
         m.set_lag("t", 0, 1_100, 600);
         assert!(!m.caught_up());
-        // A live stream: a few records behind, but past the previous sample's high watermark.
+        // A live stream: a few records behind, but past the previous sample's high watermark;
+        // caught up from the second such sample on.
         m.set_lag("t", 0, 1_200, 1_190);
+        assert!(!m.caught_up(), "one sample past the backlog");
+        m.set_lag("t", 0, 1_300, 1_295);
         assert!(m.caught_up());
         m.set_lag("u", 3, 50, 50);
-        assert!(m.caught_up(), "lag 0");
-        // One partition falls behind: not caught up.
+        assert!(!m.caught_up(), "a new partition: one sample");
+        m.set_lag("u", 3, 50, 50);
+        assert!(m.caught_up(), "lag 0 twice");
+        // A burst arrives: 440 behind, but past the previous high watermark (50): still caught
+        // up; the next sample finds it behind the burst's end (500): not caught up.
         m.set_lag("u", 3, 500, 60);
+        assert!(m.caught_up());
         m.set_lag("u", 3, 900, 400);
         assert!(!m.caught_up());
         m.remove_lag("u", 3);
