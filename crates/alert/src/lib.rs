@@ -8,6 +8,7 @@
 //!   `group_interval`, `repeat_interval`, resolved notifications and the staleness cut-off, on an
 //!   explicit wall clock.
 //! - [`silence`]: silences with Alertmanager's matchers, and their `silences` rows.
+//! - [`routes`]: canary pairs inferred from the `route` attribute.
 //!
 //! The engine wires them: rows of each flush go to [`Evaluator::observe`], a periodic
 //! [`Evaluator::tick`] judges `absent` rules, the events are written to the `alerts` log and
@@ -57,11 +58,13 @@ pub mod eval;
 mod fingerprint;
 mod glob;
 pub mod group;
+pub mod routes;
 pub mod rule;
 pub mod silence;
 
 pub use eval::{AlertEvent, AlertState, CanaryPair, Evaluator, WindowRows};
 pub use fingerprint::fingerprint;
 pub use group::{AlertInstance, Notification, NotificationStatus, Scheduler, SchedulerSpec};
+pub use routes::RouteInference;
 pub use rule::{ConfigError, Rule, RuleSpec, check_channels, validate_rules};
 pub use silence::{Matcher, Silence, SilenceError, Silences};

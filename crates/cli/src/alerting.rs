@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use modelwatch_alert::{
-    AlertEvent, AlertState, CanaryPair, Evaluator, Notification, NotificationStatus, Scheduler,
-    Silence, Silences, WindowRows,
+    AlertEvent, AlertState, CanaryPair, Evaluator, Notification, NotificationStatus,
+    RouteInference, Scheduler, Silence, Silences, WindowRows,
 };
 use modelwatch_clickhouse::rows::{AlertRow, SilenceRow};
 use modelwatch_engine::WrittenWindows;
@@ -346,6 +346,8 @@ pub fn start(
     let worker = Worker {
         evaluator,
         scheduler,
+        routes: RouteInference::new(),
+        pairs: ctx.canaries.clone(),
         owned: HashSet::new(),
         history_ms,
         config_silences: config.silences.clone(),
@@ -424,6 +426,10 @@ fn resend_restored(queues: &BTreeMap<String, SyncSender<Job>>, notifications: Ve
 struct Worker {
     evaluator: Evaluator,
     scheduler: Scheduler,
+    /// Canary pairs inferred from the `route` attribute for models without `[[canary]]`.
+    routes: RouteInference,
+    /// The pairs in force: configured, then inferred.
+    pairs: Vec<CanaryPair>,
     /// The (model, version) whose alert state this instance holds: restored from the log when
     /// their first window arrived, dropped when their partitions were revoked.
     owned: HashSet<(String, String)>,
@@ -478,6 +484,7 @@ impl Worker {
                     if !new.is_empty() && self.adopt(new).is_err() {
                         break; // stopping while ClickHouse is unreachable
                     }
+                    self.infer_pairs(&w);
                     // Versions the engine stopped tracking are never evaluated again: their
                     // alerts end now (`absent` rules keep reporting them).
                     for (model, version) in &w.evicted {
@@ -535,6 +542,29 @@ impl Worker {
         }
         self.owned.extend(keys);
         Ok(())
+    }
+
+    /// Updates the pairs inferred from the `route` attribute with a flush's windows, before
+    /// they are evaluated.
+    fn infer_pairs(&mut self, w: &WrittenWindows) {
+        for (model, version) in w.evicted.iter().chain(&w.released) {
+            self.routes.forget(model, version);
+        }
+        for r in &w.routes {
+            self.routes.observe(&r.model, &r.version, r.window_end_ms, r.stable, r.canary);
+        }
+        let configured = &self.ctx.canaries;
+        let mut pairs = configured.clone();
+        pairs.extend(self.routes.pairs(|m| configured.iter().any(|p| p.model == m)));
+        if pairs != self.pairs {
+            let inferred: Vec<String> = pairs[configured.len()..]
+                .iter()
+                .map(|p| format!("{}: {} -> {}", p.model, p.baseline, p.canary))
+                .collect();
+            tracing::info!(?inferred, "canary pairs inferred from the route attribute");
+            self.evaluator.set_canary_pairs(pairs.clone());
+            self.pairs = pairs;
+        }
     }
 
     /// Lets a version go to the instance that owns its partitions now.
@@ -809,6 +839,7 @@ mod tests {
     use std::sync::Mutex;
 
     use modelwatch_clickhouse::rows::WindowStatsRow;
+    use modelwatch_engine::RouteCount;
 
     use super::*;
     use crate::config::{Config, Environment};
@@ -933,7 +964,15 @@ url = "http://127.0.0.1:9/"
         store: &Arc<MemStore>,
         hook: &Arc<Recorder>,
     ) -> (SyncSender<WrittenWindows>, AlertWorker) {
-        let config = Config::from_toml_str(CONFIG, &Environment::default()).unwrap();
+        worker_of(CONFIG, store, hook)
+    }
+
+    fn worker_of(
+        config: &str,
+        store: &Arc<MemStore>,
+        hook: &Arc<Recorder>,
+    ) -> (SyncSender<WrittenWindows>, AlertWorker) {
+        let config = Config::from_toml_str(config, &Environment::default()).unwrap();
         let canaries = config
             .canaries()
             .iter()
@@ -1161,5 +1200,48 @@ url = "http://127.0.0.1:9/"
             .map(|r| (r.state.clone(), r.seq))
             .collect();
         assert_eq!(states, [("firing".to_owned(), 1), ("resolved".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn without_a_canary_entry_the_pair_is_inferred_from_the_route_attribute() {
+        let config = CONFIG
+            .replace("[[canary]]\nmodel = \"fraud\"\nbaseline = \"v1\"\ncanary = \"v2\"\n", "");
+        assert!(!config.contains("[[canary]]"));
+        let store = Arc::new(MemStore::default());
+        let hook = Arc::new(Recorder::default());
+        let (tx, w) = worker_of(&config, &store, &hook);
+        let t0 = wall_ms() - 10_000;
+        let routed = |end: i64, canary_p99: f64| {
+            let mut f = pair(end, canary_p99);
+            f.routes = vec![
+                RouteCount {
+                    model: "fraud".into(),
+                    version: "v1".into(),
+                    window_end_ms: end,
+                    stable: 500,
+                    canary: 0,
+                },
+                RouteCount {
+                    model: "fraud".into(),
+                    version: "v2".into(),
+                    window_end_ms: end,
+                    stable: 3,
+                    canary: 497,
+                },
+            ];
+            f
+        };
+        // No routes: no pair, so the baseline-relative rule cannot judge v2.
+        tx.send(pair(t0, 250.0)).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(hook.sent.lock().unwrap().is_empty());
+        // Routed: v1 stable, v2 canary; the 2.5x p99 fires.
+        tx.send(routed(t0 + 1000, 250.0)).unwrap();
+        wait_for("the firing notification", || hook.sent.lock().unwrap().len() == 1);
+        drop(tx);
+        w.join();
+        let sent = hook.sent.lock().unwrap();
+        let a = &sent[0].1.alerts[0];
+        assert_eq!((a.labels["version"].as_str(), a.value), ("v2", Some(2.5)));
     }
 }

@@ -38,6 +38,10 @@ pub struct PaneStats {
     pub(crate) bins: Vec<u64>,
     /// Metric aggregates per interned metric name, sorted by id.
     pub(crate) metrics: Vec<(u32, MetricAgg)>,
+    /// Requests whose `route` attribute was `stable`.
+    pub route_stable: u64,
+    /// Requests whose `route` attribute was `canary`.
+    pub route_canary: u64,
 }
 
 impl PaneStats {
@@ -65,6 +69,8 @@ impl PaneStats {
         self.tokens_out = 0;
         self.bins.clear();
         self.metrics.clear();
+        self.route_stable = 0;
+        self.route_canary = 0;
     }
 
     /// Whether nothing at all was recorded.
@@ -93,6 +99,8 @@ impl PaneStats {
         self.token_requests = self.token_requests.saturating_add(o.token_requests);
         self.tokens_in = self.tokens_in.saturating_add(o.tokens_in);
         self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
+        self.route_stable = self.route_stable.saturating_add(o.route_stable);
+        self.route_canary = self.route_canary.saturating_add(o.route_canary);
         if self.bins.len() < o.bins.len() {
             self.bins.resize(o.bins.len(), 0);
         }

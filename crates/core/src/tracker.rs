@@ -697,6 +697,11 @@ impl Tracker {
         let s = &mut op.stats;
         s.requests += 1;
         add_status(&mut s.statuses, status, 1);
+        match rec.attribute("route") {
+            Some("stable") => s.route_stable += 1,
+            Some("canary") => s.route_canary += 1,
+            _ => {}
+        }
         let lat = rec.latency_ms;
         op.latency.record(self.quantizer.bucket(lat));
         let lat_us =

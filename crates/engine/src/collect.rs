@@ -37,6 +37,25 @@ pub struct Rows {
     /// (model, version) evicted after `limits.idle_ttl` (no table: handed to the alert worker,
     /// which ends their alerts).
     pub evicted: Vec<(String, String)>,
+    /// The routes of the requests of each window closed (no table: handed to the alert
+    /// worker, which infers canary pairs from them for models without a `[[canary]]` entry).
+    pub routes: Vec<RouteCount>,
+}
+
+/// How many of a version's requests in one window carried `route = stable` and
+/// `route = canary` (windows without either are not reported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCount {
+    /// The model.
+    pub model: String,
+    /// The version.
+    pub version: String,
+    /// The window's end, ms.
+    pub window_end_ms: i64,
+    /// Requests routed `stable`.
+    pub stable: u64,
+    /// Requests routed `canary`.
+    pub canary: u64,
 }
 
 impl Rows {
@@ -62,6 +81,7 @@ impl Rows {
         self.drift_scores.append(&mut other.drift_scores);
         self.metric_stats.append(&mut other.metric_stats);
         self.evicted.append(&mut other.evicted);
+        self.routes.append(&mut other.routes);
     }
 }
 
@@ -214,6 +234,16 @@ impl Output for Collector {
             return;
         }
         self.rows.window_stats.push(WindowStatsRow::from_window(w, self.written_at_ms));
+        let st = v.stats();
+        if st.route_stable + st.route_canary > 0 {
+            self.rows.routes.push(RouteCount {
+                model: v.model().to_owned(),
+                version: v.version().to_owned(),
+                window_end_ms: w.end_ms(),
+                stable: st.route_stable,
+                canary: st.route_canary,
+            });
+        }
         for (f, s) in w.drift_vs_reference() {
             let Some(s) = s else { continue };
             self.rows.drift_scores.push(DriftScoreRow::new(

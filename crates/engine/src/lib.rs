@@ -18,7 +18,7 @@ pub mod run;
 pub mod sink;
 pub mod topics;
 
-pub use collect::{CanaryPair, Rows};
+pub use collect::{CanaryPair, RouteCount, Rows};
 pub use metrics::EngineMetrics;
 pub use pipeline::{Flush, Input, Pipeline, PipelineOptions, RejectKind, Rejection};
 pub use run::{EngineError, EngineOptions, RunReport, WrittenWindows, run};

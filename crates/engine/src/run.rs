@@ -99,6 +99,8 @@ pub struct WrittenWindows {
     pub canary_verdicts: Vec<CanaryVerdictRow>,
     /// (model, version) evicted after `limits.idle_ttl` since the last flush.
     pub evicted: Vec<(String, String)>,
+    /// The routes of the windows' requests (see [`crate::RouteCount`]).
+    pub routes: Vec<crate::RouteCount>,
     /// (model, version) that lived only in partitions revoked from this instance: their
     /// windows are another instance's from now on (sent alone, after the revoked partitions'
     /// last flush; if they come back, their state is to be read again from the store).
@@ -416,6 +418,7 @@ fn hand_over_windows(
         pane_bins: Vec::new(),
         canary_verdicts: Vec::new(),
         evicted: rows.evicted,
+        routes: rows.routes,
         released: Vec::new(),
     };
     if !pane_models.is_empty() {

@@ -124,6 +124,22 @@ fn generated_avro_traffic_becomes_rows_and_checkpoints() {
     assert!(rows(&|f| f.rows.metric_stats.len()) > 100);
     assert!(rows(&|f| f.layouts.len()) > 0, "layouts are written once frozen");
     assert!(rows(&|f| f.counters.len()) > 0, "counter series go with checkpoints");
+    // Every window with requests reports their routes (the generator routes baselines
+    // `stable` and canaries `canary`); routed counts never exceed the window's requests.
+    let windows: Vec<_> = flushes.iter().flat_map(|f| &f.rows.window_stats).collect();
+    let routes: Vec<_> = flushes.iter().flat_map(|f| &f.rows.routes).collect();
+    assert_eq!(routes.len(), windows.len());
+    for r in &routes {
+        let w = windows
+            .iter()
+            .find(|w| {
+                (&w.model, &w.version, w.window_end_ms) == (&r.model, &r.version, r.window_end_ms)
+            })
+            .unwrap();
+        assert_eq!(r.stable + r.canary, w.requests, "{r:?}");
+        let canary = r.version == "v42" || r.version == "2024-06";
+        assert_eq!(if canary { r.stable } else { r.canary }, 0, "{r:?}");
+    }
     // Every flush checkpoints both partitions once they have a position.
     let last = flushes.last().unwrap();
     assert_eq!(last.checkpoints.len(), 2);
