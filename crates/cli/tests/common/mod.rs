@@ -597,6 +597,11 @@ pub(crate) struct Receiver {
 impl Receiver {
     /// Starts one on a free port.
     pub(crate) fn start() -> Self {
+        Self::start_failing(0)
+    }
+
+    /// Starts one that answers 500 to its first `failures` requests (recording them too).
+    pub(crate) fn start_failing(failures: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -610,11 +615,20 @@ impl Receiver {
                         stream.set_nonblocking(false).unwrap();
                         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                         if let Some(req) = read_request(&stream) {
-                            r.lock().unwrap().push(req);
+                            let n = {
+                                let mut all = r.lock().unwrap();
+                                all.push(req);
+                                all.len()
+                            };
+                            let status: &[u8] = if n <= failures {
+                                b"HTTP/1.1 500 Internal Server Error"
+                            } else {
+                                b"HTTP/1.1 200 OK"
+                            };
                             let mut w = &stream;
-                            let _ = w.write_all(
-                                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                            );
+                            let _ = w.write_all(status);
+                            let _ =
+                                w.write_all(b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                         }
                     }
                     // Polled every 5 ms, so arrival times are exact to a few ms.
@@ -695,6 +709,25 @@ impl Smtp {
                 None
             }
         }
+    }
+
+    /// Stops the server (its directory, port and certificate stay for [`Smtp::start_again`]).
+    pub(crate) fn stop(&self) {
+        let status = Command::new(script("smtp-stop.sh"))
+            .args(["--dir", self.dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "smtp-stop.sh failed");
+    }
+
+    /// Starts the stopped server again on its port.
+    pub(crate) fn start_again(&self) {
+        let status = Command::new(script("smtp-start.sh"))
+            .args(["--dir", self.dir.to_str().unwrap(), "--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "smtp-start.sh failed");
     }
 
     /// The self-signed certificate the server presents (the client's `ca_file`).
