@@ -8,7 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Instance, Receiver, Request, Setup, free_port, now_ms, rfc3339_ms, services, tsv};
+use common::{
+    Instance, Receiver, Regression, Request, Setup, free_port, now_ms, regression_alerting,
+    rfc3339_ms, services, tsv,
+};
 use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
 use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
 
@@ -22,78 +25,29 @@ fn a_canary_latency_regression_fires_once_and_resolves_once_across_a_restart() {
 
     // Event time: 11 minutes from 15 minutes ago, 20 times faster than wall time (33 s), the
     // canary v42 of fraud-detector 4 times slower from minute 3 to minute 6.
-    let start = (now_ms() - 15 * 60_000) / 5_000 * 5_000;
-    let regressed_from = start + 3 * 60_000;
-    let regressed_until = start + 6 * 60_000;
-    let mut fraud = ModelConfig::fraud_detector();
-    fraud.canary_share = 0.3;
-    let mut chat = ModelConfig::support_chat();
-    chat.canary_share = 0.3;
-    let scenario = ScenarioConfig {
+    let traffic = Regression {
+        start_ms: (now_ms() - 15 * 60_000) / 5_000 * 5_000,
+        minutes: 11,
+        from_minute: 3,
+        until_minute: 6,
+        speedup: 20.0,
+        rate: 300.0,
         seed: 11,
-        start_time_ms: Some(start),
-        requests_per_second: 300.0,
-        models: vec![fraud, chat],
-        incidents: vec![Incident {
-            model: "fraud-detector".into(),
-            version: Some("v42".into()),
-            from: EventTime::Millis(regressed_from),
-            until: EventTime::Millis(regressed_until),
-            effect: IncidentEffect::LatencyShift { multiplier: 4.0 },
-        }],
-        ..ScenarioConfig::default()
+        chat: true,
     };
-    let opts = GenOptions {
-        brokers: svc.brokers.clone(),
-        inference_topic: setup.inference.clone(),
-        metric_topic: setup.metrics.clone(),
-        count: None,
-        duration: Some(Duration::from_secs(11 * 60)),
-        max_wall_time: Duration::from_secs(300),
-        pacing: Pacing::RealTime { speedup: 20.0 },
-        scenario,
-        ..GenOptions::default()
-    };
-    let generator = std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap());
+    let (regressed_from, regressed_until) =
+        (traffic.regressed_from_ms(), traffic.regressed_until_ms());
+    let generator = traffic.spawn(&setup);
 
     let port = free_port();
     let extra = format!(
-        r#"
-[[canary]]
-model = "fraud-detector"
-baseline = "v41"
-canary = "v42"
-
-[[canary]]
-model = "support-chat"
-baseline = "2024-05"
-canary = "2024-06"
-
-[alerts]
-group_wait = "1s"
-group_interval = "1s"
-repeat_interval = "1h"
-max_notification_age = "1h"
-external_url = "http://modelwatch.test/"
-
-[[alerts.rules]]
-name = "canary_p99_regression"
-metric = "latency_p99_ms"
-relative_to = "baseline"
-compare = "ratio"
-op = ">"
-threshold = 1.5
-min_samples = 100
-for = "10s"
-severity = "critical"
-channels = ["hook"]
-annotations = {{ summary = "{{{{model}}}} {{{{version}}}}: p99 {{{{value}}}}x {{{{baseline}}}}" }}
-
+        r#"{alerting}
 [alerts.channels.hook]
 type = "webhook"
 url = "http://127.0.0.1:{hook}/alerts"
 secret = "{SECRET}"
 "#,
+        alerting = regression_alerting(&["hook"]),
         hook = hook.port
     );
     let config = setup.config(port, &extra);

@@ -11,11 +11,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Alertmanager, Instance, Receiver, Request, Setup, Smtp, free_port, now_ms, parse_mail,
-    rfc3339_ms, services, tsv,
+    Alertmanager, Instance, Receiver, Regression, Request, Setup, Smtp, free_port, now_ms,
+    parse_mail, regression_alerting, rfc3339_ms, services, tsv,
 };
-use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
-use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
 
 const SECRET: &str = "e2e-channels-secret";
 const TEST: &str = "a_regression_is_notified_once_on_webhook_email_and_alertmanager";
@@ -40,73 +38,23 @@ fn a_regression_is_notified_once_on_webhook_email_and_alertmanager() {
     // Event time: 12 minutes from 15 minutes ago, 20 times faster than wall time (36 s), the
     // canary v42 of fraud-detector 4 times slower from minute 3 to minute 10 (21 s of wall
     // time: long enough for a restart and for Alertmanager's endsAt to pass several times).
-    let start = (now_ms() - 15 * 60_000) / 5_000 * 5_000;
-    let regressed_from = start + 3 * 60_000;
-    let regressed_until = start + 10 * 60_000;
-    let mut fraud = ModelConfig::fraud_detector();
-    fraud.canary_share = 0.3;
-    let mut chat = ModelConfig::support_chat();
-    chat.canary_share = 0.3;
-    let scenario = ScenarioConfig {
+    let traffic = Regression {
+        start_ms: (now_ms() - 15 * 60_000) / 5_000 * 5_000,
+        minutes: 12,
+        from_minute: 3,
+        until_minute: 10,
+        speedup: 20.0,
+        rate: 300.0,
         seed: 12,
-        start_time_ms: Some(start),
-        requests_per_second: 300.0,
-        models: vec![fraud, chat],
-        incidents: vec![Incident {
-            model: "fraud-detector".into(),
-            version: Some("v42".into()),
-            from: EventTime::Millis(regressed_from),
-            until: EventTime::Millis(regressed_until),
-            effect: IncidentEffect::LatencyShift { multiplier: 4.0 },
-        }],
-        ..ScenarioConfig::default()
+        chat: true,
     };
-    let opts = GenOptions {
-        brokers: svc.brokers.clone(),
-        inference_topic: setup.inference.clone(),
-        metric_topic: setup.metrics.clone(),
-        count: None,
-        duration: Some(Duration::from_secs(12 * 60)),
-        max_wall_time: Duration::from_secs(300),
-        pacing: Pacing::RealTime { speedup: 20.0 },
-        scenario,
-        ..GenOptions::default()
-    };
-    let generator = std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap());
+    let (regressed_from, regressed_until) =
+        (traffic.regressed_from_ms(), traffic.regressed_until_ms());
+    let generator = traffic.spawn(&setup);
 
     let port = free_port();
     let extra = format!(
-        r#"
-[[canary]]
-model = "fraud-detector"
-baseline = "v41"
-canary = "v42"
-
-[[canary]]
-model = "support-chat"
-baseline = "2024-05"
-canary = "2024-06"
-
-[alerts]
-group_wait = "1s"
-group_interval = "1s"
-repeat_interval = "1h"
-max_notification_age = "1h"
-external_url = "http://modelwatch.test/"
-
-[[alerts.rules]]
-name = "canary_p99_regression"
-metric = "latency_p99_ms"
-relative_to = "baseline"
-compare = "ratio"
-op = ">"
-threshold = 1.5
-min_samples = 100
-for = "10s"
-severity = "critical"
-channels = ["hook", "mail", "am"]
-annotations = {{ summary = "{{{{model}}}} {{{{version}}}}: p99 {{{{value}}}}x {{{{baseline}}}}" }}
-
+        r#"{alerting}
 [alerts.channels.hook]
 type = "webhook"
 url = "http://127.0.0.1:{hook}/alerts"
@@ -127,6 +75,7 @@ url = "{am}"
 resend_interval = "1s"
 resend_ahead = "8s"
 "#,
+        alerting = regression_alerting(&["hook", "mail", "am"]),
         hook = hook.port,
         smtp = smtp.port,
         ca = smtp.ca_file().display(),

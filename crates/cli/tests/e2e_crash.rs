@@ -10,9 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Instance, Receiver, Request, Setup, free_port, now_ms, services, tsv};
-use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
-use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
+use common::{
+    Instance, Receiver, Regression, Request, Setup, free_port, now_ms, regression_alerting,
+    services, tsv,
+};
 
 #[test]
 fn a_crash_between_sending_and_recording_repeats_one_notification_with_its_key() {
@@ -23,64 +24,24 @@ fn a_crash_between_sending_and_recording_repeats_one_notification_with_its_key()
     // 12 minutes of event time from 15 minutes ago, 10 times faster than real time; the
     // canary v42 of fraud-detector 4 times slower from minute 3 to minute 9 (the restart,
     // 12 s of wall time after the crash, comes while it still fires).
-    let start = (now_ms() - 15 * 60_000) / 5_000 * 5_000;
-    let mut fraud = ModelConfig::fraud_detector();
-    fraud.canary_share = 0.3;
-    let scenario = ScenarioConfig {
+    let traffic = Regression {
+        start_ms: (now_ms() - 15 * 60_000) / 5_000 * 5_000,
+        minutes: 12,
+        from_minute: 3,
+        until_minute: 9,
+        speedup: 10.0,
+        rate: 200.0,
         seed: 5,
-        start_time_ms: Some(start),
-        requests_per_second: 200.0,
-        models: vec![fraud],
-        incidents: vec![Incident {
-            model: "fraud-detector".into(),
-            version: Some("v42".into()),
-            from: EventTime::Millis(start + 3 * 60_000),
-            until: EventTime::Millis(start + 9 * 60_000),
-            effect: IncidentEffect::LatencyShift { multiplier: 4.0 },
-        }],
-        ..ScenarioConfig::default()
+        chat: false,
     };
-    let opts = GenOptions {
-        brokers: svc.brokers.clone(),
-        inference_topic: setup.inference.clone(),
-        metric_topic: setup.metrics.clone(),
-        count: None,
-        duration: Some(Duration::from_secs(12 * 60)),
-        max_wall_time: Duration::from_secs(300),
-        pacing: Pacing::RealTime { speedup: 10.0 },
-        scenario,
-        ..GenOptions::default()
-    };
-    let generator = std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap());
+    let generator = traffic.spawn(&setup);
 
     let port = free_port();
     let extra = format!(
-        r#"
-[[canary]]
-model = "fraud-detector"
-baseline = "v41"
-canary = "v42"
-
-[alerts]
-group_wait = "1s"
-group_interval = "1s"
-repeat_interval = "1h"
-max_notification_age = "1h"
-
-[[alerts.rules]]
-name = "canary_p99_regression"
-metric = "latency_p99_ms"
-relative_to = "baseline"
-compare = "ratio"
-op = ">"
-threshold = 1.5
-min_samples = 100
-for = "10s"
-channels = ["hook"]
-
+        r#"{alerting}
 [alerts.channels.hook]
 type = "webhook"
-url = "http://127.0.0.1:{}/alerts"
+url = "http://127.0.0.1:{hook}/alerts"
 
 # A short session, so the aborted member leaves the group in seconds.
 [kafka.properties]
@@ -88,7 +49,8 @@ url = "http://127.0.0.1:{}/alerts"
 "heartbeat.interval.ms" = "1000"
 "max.poll.interval.ms" = "15000"
 "#,
-        hook.port
+        alerting = regression_alerting(&["hook"]),
+        hook = hook.port
     );
     let config = setup.config(port, &extra);
     let status_of = |r: &Request| r.json()["status"].as_str().unwrap_or_default().to_owned();

@@ -10,7 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Instance, Receiver, Request, Setup, free_port, now_ms, rfc3339_ms, services, tsv};
+use common::{
+    Instance, Receiver, Request, Setup, free_port, now_ms, regression_alerting, rfc3339_ms,
+    services, tsv,
+};
 use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
 use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
 
@@ -91,34 +94,7 @@ fn a_firing_alert_moves_with_its_partition_and_a_silence_holds_on_every_instance
     let hook = Receiver::start();
     let start = (now_ms() - 20 * MINUTE) / 5_000 * 5_000;
     let extra = format!(
-        r#"
-[[canary]]
-model = "fraud-detector"
-baseline = "v41"
-canary = "v42"
-
-[[canary]]
-model = "support-chat"
-baseline = "2024-05"
-canary = "2024-06"
-
-[alerts]
-group_wait = "1s"
-group_interval = "1s"
-repeat_interval = "1h"
-max_notification_age = "1h"
-
-[[alerts.rules]]
-name = "canary_p99_regression"
-metric = "latency_p99_ms"
-relative_to = "baseline"
-compare = "ratio"
-op = ">"
-threshold = 1.5
-min_samples = 100
-for = "10s"
-channels = ["hook"]
-
+        r#"{alerting}
 [[alerts.rules]]
 name = "chat_errors"
 model = "support-chat"
@@ -130,9 +106,10 @@ channels = ["hook"]
 
 [alerts.channels.hook]
 type = "webhook"
-url = "http://127.0.0.1:{}/alerts"
+url = "http://127.0.0.1:{hook}/alerts"
 "#,
-        hook.port
+        alerting = regression_alerting(&["hook"]),
+        hook = hook.port
     );
     let (port_a, port_b) = (free_port(), free_port());
     let config_a = setup.config(port_a, &extra);

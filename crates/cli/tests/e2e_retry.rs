@@ -9,9 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Instance, Receiver, Setup, Smtp, free_port, now_ms, parse_mail, services, tsv};
-use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
-use modelwatch_kafka::{GenOptions, Pacing, ScenarioConfig};
+use common::{
+    Instance, Receiver, Regression, Setup, Smtp, free_port, now_ms, parse_mail,
+    regression_alerting, services, tsv,
+};
 
 #[test]
 fn a_failing_webhook_and_a_late_smtp_server_get_the_alert_while_events_flow() {
@@ -23,66 +24,26 @@ fn a_failing_webhook_and_a_late_smtp_server_get_the_alert_while_events_flow() {
 
     // 12 minutes of event time from 15 minutes ago at 10 times real time (72 s); the canary
     // v42 of fraud-detector 4 times slower from minute 2 on.
-    let start = (now_ms() - 15 * 60_000) / 5_000 * 5_000;
-    let mut fraud = ModelConfig::fraud_detector();
-    fraud.canary_share = 0.3;
-    let scenario = ScenarioConfig {
+    let traffic = Regression {
+        start_ms: (now_ms() - 15 * 60_000) / 5_000 * 5_000,
+        minutes: 12,
+        from_minute: 2,
+        until_minute: 60,
+        speedup: 10.0,
+        rate: 200.0,
         seed: 9,
-        start_time_ms: Some(start),
-        requests_per_second: 200.0,
-        models: vec![fraud],
-        incidents: vec![Incident {
-            model: "fraud-detector".into(),
-            version: Some("v42".into()),
-            from: EventTime::Millis(start + 2 * 60_000),
-            until: EventTime::Millis(start + 60 * 60_000),
-            effect: IncidentEffect::LatencyShift { multiplier: 4.0 },
-        }],
-        ..ScenarioConfig::default()
+        chat: false,
     };
-    let opts = GenOptions {
-        brokers: svc.brokers.clone(),
-        inference_topic: setup.inference.clone(),
-        metric_topic: setup.metrics.clone(),
-        count: None,
-        duration: Some(Duration::from_secs(12 * 60)),
-        max_wall_time: Duration::from_secs(300),
-        pacing: Pacing::RealTime { speedup: 10.0 },
-        scenario,
-        ..GenOptions::default()
-    };
-    let generator = std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap());
+    let generator = traffic.spawn(&setup);
 
     let port = free_port();
     let extra = format!(
-        r#"
-[[canary]]
-model = "fraud-detector"
-baseline = "v41"
-canary = "v42"
-
-[alerts]
-group_wait = "1s"
-group_interval = "1s"
-repeat_interval = "1h"
-max_notification_age = "1h"
-
+        r#"{alerting}
 [alerts.retry]
 max_attempts = 30
 initial_backoff = "500ms"
 max_backoff = "2s"
 max_elapsed = "2m"
-
-[[alerts.rules]]
-name = "canary_p99_regression"
-metric = "latency_p99_ms"
-relative_to = "baseline"
-compare = "ratio"
-op = ">"
-threshold = 1.5
-min_samples = 100
-for = "10s"
-channels = ["hook", "mail"]
 
 [alerts.channels.hook]
 type = "webhook"
@@ -96,6 +57,7 @@ tls = "none"
 from = "modelwatch <alerts@modelwatch.test>"
 to = ["oncall@example.test"]
 "#,
+        alerting = regression_alerting(&["hook", "mail"]),
         hook = hook.port,
         smtp = smtp.port,
     );

@@ -850,3 +850,122 @@ impl Drop for Alertmanager {
             .status();
     }
 }
+
+/// Generated traffic of the alerting tests: fraud-detector (and support-chat with `chat`),
+/// each model's canary taking 30% of its requests, and fraud-detector's canary v42 four times
+/// slower from `from_minute` to `until_minute` of event time, which starts at `start_ms`.
+#[derive(Debug, Clone)]
+pub(crate) struct Regression {
+    /// Event time of the first request, ms.
+    pub(crate) start_ms: i64,
+    /// Minutes of event time generated.
+    pub(crate) minutes: u64,
+    /// The regression's start, in minutes from `start_ms`.
+    pub(crate) from_minute: i64,
+    /// The regression's end, in minutes from `start_ms`.
+    pub(crate) until_minute: i64,
+    /// Event time per wall time.
+    pub(crate) speedup: f64,
+    /// Requests per second of event time over all models.
+    pub(crate) rate: f64,
+    /// The generator's seed.
+    pub(crate) seed: u64,
+    /// Whether support-chat (healthy) is generated too.
+    pub(crate) chat: bool,
+}
+
+impl Regression {
+    /// Event time of the regression's start, ms.
+    pub(crate) fn regressed_from_ms(&self) -> i64 {
+        self.start_ms + self.from_minute * 60_000
+    }
+
+    /// Event time of the regression's end, ms.
+    pub(crate) fn regressed_until_ms(&self) -> i64 {
+        self.start_ms + self.until_minute * 60_000
+    }
+
+    /// Produces it into `setup`'s topics at real-time pacing on a thread of its own.
+    pub(crate) fn spawn(
+        &self,
+        setup: &Setup,
+    ) -> std::thread::JoinHandle<modelwatch_kafka::GenReport> {
+        use modelwatch_kafka::scenario::{EventTime, Incident, IncidentEffect, ModelConfig};
+        let mut fraud = ModelConfig::fraud_detector();
+        fraud.canary_share = 0.3;
+        let mut models = vec![fraud];
+        if self.chat {
+            let mut chat = ModelConfig::support_chat();
+            chat.canary_share = 0.3;
+            models.push(chat);
+        }
+        let scenario = modelwatch_kafka::ScenarioConfig {
+            seed: self.seed,
+            start_time_ms: Some(self.start_ms),
+            requests_per_second: self.rate,
+            models,
+            incidents: vec![Incident {
+                model: "fraud-detector".into(),
+                version: Some("v42".into()),
+                from: EventTime::Millis(self.regressed_from_ms()),
+                until: EventTime::Millis(self.regressed_until_ms()),
+                effect: IncidentEffect::LatencyShift { multiplier: 4.0 },
+            }],
+            ..modelwatch_kafka::ScenarioConfig::default()
+        };
+        let opts = modelwatch_kafka::GenOptions {
+            brokers: setup.services.brokers.clone(),
+            inference_topic: setup.inference.clone(),
+            metric_topic: setup.metrics.clone(),
+            count: None,
+            duration: Some(Duration::from_secs(self.minutes * 60)),
+            max_wall_time: Duration::from_secs(300),
+            pacing: modelwatch_kafka::Pacing::RealTime { speedup: self.speedup },
+            scenario,
+            ..modelwatch_kafka::GenOptions::default()
+        };
+        std::thread::spawn(move || modelwatch_kafka::run(opts).unwrap())
+    }
+}
+
+/// The alerting configuration of the regression tests: the `[[canary]]` pairs of both
+/// generated models, notifications grouped for 1 s and repeated or aged out only after an
+/// hour, and the rule `canary_p99_regression` (a canary's p99 over 1.5 times its baseline's,
+/// 100 requests each, for 10 s; severity critical) delivering to `channels`, whose
+/// `[alerts.channels.*]` tables the test appends.
+pub(crate) fn regression_alerting(channels: &[&str]) -> String {
+    let channels = channels.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+[[canary]]
+model = "fraud-detector"
+baseline = "v41"
+canary = "v42"
+
+[[canary]]
+model = "support-chat"
+baseline = "2024-05"
+canary = "2024-06"
+
+[alerts]
+group_wait = "1s"
+group_interval = "1s"
+repeat_interval = "1h"
+max_notification_age = "1h"
+external_url = "http://modelwatch.test/"
+
+[[alerts.rules]]
+name = "canary_p99_regression"
+metric = "latency_p99_ms"
+relative_to = "baseline"
+compare = "ratio"
+op = ">"
+threshold = 1.5
+min_samples = 100
+for = "10s"
+severity = "critical"
+channels = [{channels}]
+annotations = {{ summary = "{{{{model}}}} {{{{version}}}}: p99 {{{{value}}}}x {{{{baseline}}}}" }}
+"#
+    )
+}
