@@ -11,9 +11,11 @@
 //!
 //! State that survives a restart: the cumulative counts are sums of the pane rows in
 //! ClickHouse, and the sequential tests' state is in the latest cumulative verdict's `overall`
-//! row (`evidence.state`). On start, and whenever a flush was dropped on the way here (the
-//! queue was full), each pair is rebuilt from those: the judge is restored to its last verdict,
-//! then every pane after it is read back from ClickHouse. Pane pieces are keyed by (version,
+//! row (`evidence.state`). On start, whenever a flush was dropped on the way here (the queue was
+//! full), and when a pair's windows reach this instance for the first time since the start or
+//! since its partition was revoked ([`WrittenWindows::released`]: another instance may have
+//! judged it meanwhile), the pair is rebuilt from those: the judge is restored to its last
+//! verdict, then every pane after it is read back from ClickHouse. Pane pieces are keyed by (version,
 //! pane start, source partition), so a pane read back and received again counts once.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
