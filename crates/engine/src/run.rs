@@ -38,7 +38,7 @@ use modelwatch_core::bins::FrozenLayout;
 use modelwatch_core::metrics::CounterSeries;
 use modelwatch_core::tracker::{PartitionCheckpoint, ReferenceSnapshot};
 use modelwatch_kafka::{
-    DeadLetterOptions, DeadLetterProducer, Record, Source, SourceError, SourceEvent, SourceOptions,
+    Batch, DeadLetterOptions, DeadLetterProducer, Source, SourceError, SourceEvent, SourceOptions,
     WatermarkProbe,
 };
 use tokio::runtime::Handle;
@@ -529,6 +529,9 @@ impl Loop<'_> {
             match self.source.recv_timeout(self.opts.tick_interval)? {
                 Some(SourceEvent::Batch(records)) => {
                     self.process(&records);
+                    // Nothing keeps a record past `process`: the batch goes back to the poll
+                    // thread, which refills it instead of allocating.
+                    self.source.recycle(records);
                     self.pipeline.advance();
                 }
                 Some(SourceEvent::Revoked(rv)) => {
@@ -599,18 +602,18 @@ impl Loop<'_> {
         }
     }
 
-    fn process(&mut self, records: &[Record]) {
+    fn process(&mut self, records: &Batch) {
         // The resume callback may have run since the top of the loop: state and checkpoints
         // go in before the first record of a new partition.
         self.apply_assignments();
         let mut topic_cache: Option<(Arc<str>, u32)> = None;
-        for r in records {
+        for r in records.iter() {
             let t = match &topic_cache {
-                Some((name, t)) if Arc::ptr_eq(name, &r.topic) => *t,
-                _ => match self.pipeline.topics().by_name(&r.topic) {
+                Some((name, t)) if Arc::ptr_eq(name, r.topic) => *t,
+                _ => match self.pipeline.topics().by_name(r.topic) {
                     Some(t) => {
                         let i = t.index;
-                        topic_cache = Some((Arc::clone(&r.topic), i));
+                        topic_cache = Some((Arc::clone(r.topic), i));
                         i
                     }
                     None => continue,
@@ -630,7 +633,7 @@ impl Loop<'_> {
                 partition: r.partition,
                 offset: r.offset,
                 timestamp: r.timestamp,
-                payload: r.payload.as_deref(),
+                payload: r.payload,
             };
             self.report.records += 1;
             if let Some(rejection) = self.pipeline.process(input)
