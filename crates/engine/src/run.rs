@@ -71,6 +71,8 @@ pub struct EngineOptions {
     pub tick_interval: Duration,
     /// How often consumer lag is sampled.
     pub lag_interval: Duration,
+    /// How often the consumption counters are published to the metrics (default 250 ms).
+    pub metrics_interval: Duration,
     /// Where the window rows of every written flush go (the alert worker), if anywhere. Bounded:
     /// when it is full the rows of that flush are dropped and counted
     /// (`modelwatch_alert_flushes_dropped`), so a stuck consumer never stalls the pipeline.
@@ -126,6 +128,7 @@ impl EngineOptions {
             max_in_flight: 4,
             tick_interval: Duration::from_millis(200),
             lag_interval: Duration::from_secs(5),
+            metrics_interval: Duration::from_millis(250),
             written: None,
             written_pane_models: Vec::new(),
         }
@@ -828,7 +831,7 @@ impl Loop<'_> {
     }
 
     fn publish(&mut self) {
-        if self.last_publish.elapsed() < Duration::from_millis(250) {
+        if self.last_publish.elapsed() < self.opts.metrics_interval {
             return;
         }
         self.last_publish = Instant::now();
