@@ -13,8 +13,9 @@
 //!   reaches N, then stopped through the stop flag (it flushes and checkpoints).
 //!
 //! Rates are measured from the first record seen to the last (group join excluded; the join
-//! time is printed apart); counts are sampled every 10 ms (the engine publishes its metrics
-//! every 250 ms, and each change is timed when seen). CPU is this process's user + system time
+//! time is printed apart); counts are sampled every 10 ms (the engine here publishes its
+//! counters every 10 ms instead of the binary's 250 ms, so its last record is not seen up to a
+//! quarter of a second late; each change is timed when seen). CPU is this process's user + system time
 //! over each phase (the phases do not overlap; the engine's includes its stop and final flush,
 //! and the ClickHouse server's own CPU is not included).
 //!

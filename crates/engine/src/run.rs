@@ -38,7 +38,7 @@ use modelwatch_core::bins::FrozenLayout;
 use modelwatch_core::metrics::CounterSeries;
 use modelwatch_core::tracker::{PartitionCheckpoint, ReferenceSnapshot};
 use modelwatch_kafka::{
-    DeadLetterOptions, DeadLetterProducer, Record, Source, SourceError, SourceEvent, SourceOptions,
+    Batch, DeadLetterOptions, DeadLetterProducer, Source, SourceError, SourceEvent, SourceOptions,
     WatermarkProbe,
 };
 use tokio::runtime::Handle;
@@ -71,6 +71,8 @@ pub struct EngineOptions {
     pub tick_interval: Duration,
     /// How often consumer lag is sampled.
     pub lag_interval: Duration,
+    /// How often the consumption counters are published to the metrics (default 250 ms).
+    pub metrics_interval: Duration,
     /// Where the window rows of every written flush go (the alert worker), if anywhere. Bounded:
     /// when it is full the rows of that flush are dropped and counted
     /// (`modelwatch_alert_flushes_dropped`), so a stuck consumer never stalls the pipeline.
@@ -126,6 +128,7 @@ impl EngineOptions {
             max_in_flight: 4,
             tick_interval: Duration::from_millis(200),
             lag_interval: Duration::from_secs(5),
+            metrics_interval: Duration::from_millis(250),
             written: None,
             written_pane_models: Vec::new(),
         }
@@ -529,6 +532,9 @@ impl Loop<'_> {
             match self.source.recv_timeout(self.opts.tick_interval)? {
                 Some(SourceEvent::Batch(records)) => {
                     self.process(&records);
+                    // Nothing keeps a record past `process`: the batch goes back to the poll
+                    // thread, which refills it instead of allocating.
+                    self.source.recycle(records);
                     self.pipeline.advance();
                 }
                 Some(SourceEvent::Revoked(rv)) => {
@@ -599,18 +605,18 @@ impl Loop<'_> {
         }
     }
 
-    fn process(&mut self, records: &[Record]) {
+    fn process(&mut self, records: &Batch) {
         // The resume callback may have run since the top of the loop: state and checkpoints
         // go in before the first record of a new partition.
         self.apply_assignments();
         let mut topic_cache: Option<(Arc<str>, u32)> = None;
-        for r in records {
+        for r in records.iter() {
             let t = match &topic_cache {
-                Some((name, t)) if Arc::ptr_eq(name, &r.topic) => *t,
-                _ => match self.pipeline.topics().by_name(&r.topic) {
+                Some((name, t)) if Arc::ptr_eq(name, r.topic) => *t,
+                _ => match self.pipeline.topics().by_name(r.topic) {
                     Some(t) => {
                         let i = t.index;
-                        topic_cache = Some((Arc::clone(&r.topic), i));
+                        topic_cache = Some((Arc::clone(r.topic), i));
                         i
                     }
                     None => continue,
@@ -630,7 +636,7 @@ impl Loop<'_> {
                 partition: r.partition,
                 offset: r.offset,
                 timestamp: r.timestamp,
-                payload: r.payload.as_deref(),
+                payload: r.payload,
             };
             self.report.records += 1;
             if let Some(rejection) = self.pipeline.process(input)
@@ -825,7 +831,7 @@ impl Loop<'_> {
     }
 
     fn publish(&mut self) {
-        if self.last_publish.elapsed() < Duration::from_millis(250) {
+        if self.last_publish.elapsed() < self.opts.metrics_interval {
             return;
         }
         self.last_publish = Instant::now();

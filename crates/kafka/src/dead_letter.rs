@@ -29,7 +29,7 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext},
 };
 
-use crate::source::Record;
+use crate::source::RecordRef;
 
 /// Header carrying the error's `Display`.
 pub const HEADER_REASON: &str = "modelwatch.reason";
@@ -171,27 +171,29 @@ impl DeadLetterProducer {
         })
     }
 
-    /// Enqueues `record`'s original key and value with the provenance headers and `reason`.
-    pub fn send(
+    /// Enqueues `record`'s original key and value with the provenance headers and `reason`
+    /// (a [`RecordRef`] of a batch, or a `&Record`).
+    pub fn send<'a>(
         &mut self,
-        record: &Record,
+        record: impl Into<RecordRef<'a>>,
         reason: &dyn std::fmt::Display,
     ) -> Result<(), DeadLetterError> {
+        let record = record.into();
         let reason = reason.to_string();
         let partition = record.partition.to_string();
         let offset = record.offset.to_string();
         let timestamp = record.timestamp.map(|t| t.to_string()).unwrap_or_default();
         let headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header { key: HEADER_REASON, value: Some(&reason) })
-            .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(&*record.topic) })
+            .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(&**record.topic) })
             .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(&partition) })
             .insert(Header { key: HEADER_SOURCE_OFFSET, value: Some(&offset) })
             .insert(Header { key: HEADER_SOURCE_TIMESTAMP, value: Some(&timestamp) });
         let mut out: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers);
-        if let Some(k) = record.key.as_deref() {
+        if let Some(k) = record.key {
             out = out.key(k);
         }
-        if let Some(p) = record.payload.as_deref() {
+        if let Some(p) = record.payload {
             out = out.payload(p);
         }
         if let Some(t) = record.timestamp {

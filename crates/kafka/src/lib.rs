@@ -31,6 +31,7 @@ pub use encode::{EncodeError, Encoder, Encoding, Message, Messages, SchemaIds, T
 pub use produce::{Acks, Compression, GenError, GenOptions, GenReport, Pacing, StopReason, run};
 pub use scenario::{Incident, IncidentEffect, ScenarioConfig};
 pub use source::{
-    OffsetReset, Record, Revoked, Source, SourceError, SourceEvent, SourceOptions, WatermarkProbe,
+    Batch, OffsetReset, Record, RecordRef, Revoked, Source, SourceError, SourceEvent,
+    SourceOptions, WatermarkProbe,
 };
 pub use traffic::{Event, Scenario, ScenarioError};

@@ -9,7 +9,7 @@
 //!   offset (the checkpoint's `R`) and starts there; `None` falls back to the committed offset,
 //!   then to `auto_offset_reset`;
 //! - records of one partition arrive in offset order, in [`SourceEvent::Batch`]es of at most
-//!   `max_batch` records, through a channel of `channel_capacity` events: when the caller falls
+//!   `max_batch` records (and some 64 MiB of keys and payloads), through a channel of `channel_capacity` events: when the caller falls
 //!   behind, the poll thread waits instead of buffering more;
 //! - on revocation the poll thread sends [`SourceEvent::Revoked`] after every batch already
 //!   handed over and blocks the rebalance until the caller calls [`Revoked::ack`] (or drops
@@ -22,6 +22,13 @@
 //!   `queued_max_kbytes`. Pauses do not survive a rebalance: pause again after an assignment.
 //!   A caller that stops reading the channel without pausing stops the poll loop, and the group
 //!   drops the consumer after `max.poll.interval.ms`.
+//!
+//! A [`Batch`] holds its records' keys and payloads one after the other in one buffer (the
+//! records are read in place as [`RecordRef`]s): filling it allocates nothing per record. A
+//! caller that hands each processed batch back with [`Source::recycle`] lets the poll thread
+//! refill it, so that catching up allocates nothing at all once warm. The pool keeps no more
+//! batches than can be in flight at once (the channel's, the caller's and the poll thread's),
+//! and none whose buffer outgrew [`POOL_MAX_BATCH_BYTES`].
 //!
 //! The high watermark of every assigned partition, as the last fetch response reported it, comes
 //! from librdkafka's statistics (every second, no extra request): [`Source::high_watermark`]
@@ -65,11 +72,186 @@ pub struct Record {
     pub payload: Option<Vec<u8>>,
 }
 
+/// A record of a [`Batch`], borrowed: its key and payload point into the batch's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The topic (shared by every record of the topic).
+    pub topic: &'a Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record timestamp in milliseconds since the epoch, if it has one.
+    pub timestamp: Option<i64>,
+    /// The key bytes, if any.
+    pub key: Option<&'a [u8]>,
+    /// The value bytes, if any (none: a tombstone).
+    pub payload: Option<&'a [u8]>,
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            topic: Arc::clone(self.topic),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(<[u8]>::to_vec),
+            payload: self.payload.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+impl<'a> From<&'a Record> for RecordRef<'a> {
+    fn from(r: &'a Record) -> Self {
+        Self {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.as_deref(),
+            payload: r.payload.as_deref(),
+        }
+    }
+}
+
+/// Where a record's fields are in its [`Batch`].
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Index into the batch's topics.
+    topic: u32,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    /// (start, end) in the batch's bytes.
+    key: Option<(u32, u32)>,
+    payload: Option<(u32, u32)>,
+}
+
+/// Records in offset order per partition, their keys and payloads copied one after the other
+/// into a single buffer: a batch costs no allocation per record, and one handed back with
+/// [`Source::recycle`] is refilled without allocating at all.
+#[derive(Default)]
+pub struct Batch {
+    /// The topics of the records (usually one or two).
+    topics: Vec<Arc<str>>,
+    slots: Vec<Slot>,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Batch {
+    fn with_capacity(records: usize) -> Self {
+        Self { topics: Vec::new(), slots: Vec::with_capacity(records), data: Vec::new() }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The records, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef<'_>> + '_ {
+        self.slots.iter().map(|s| self.record(s))
+    }
+
+    /// The `i`th record.
+    pub fn get(&self, i: usize) -> Option<RecordRef<'_>> {
+        self.slots.get(i).map(|s| self.record(s))
+    }
+
+    fn record(&self, s: &Slot) -> RecordRef<'_> {
+        let bytes = |r: Option<(u32, u32)>| r.map(|(a, b)| &self.data[a as usize..b as usize]);
+        RecordRef {
+            topic: &self.topics[s.topic as usize],
+            partition: s.partition,
+            offset: s.offset,
+            timestamp: s.timestamp,
+            key: bytes(s.key),
+            payload: bytes(s.payload),
+        }
+    }
+
+    /// Appends a record, copying its key and payload; `intern` gives the shared name of a
+    /// topic new to the batch.
+    #[allow(clippy::too_many_arguments, reason = "a record's fields")]
+    fn push(
+        &mut self,
+        topic: &str,
+        intern: impl FnOnce(&str) -> Arc<str>,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) {
+        // Records of one topic come in runs: compare with the previous one first.
+        let t = match self.slots.last() {
+            Some(s) if *self.topics[s.topic as usize] == *topic => s.topic as usize,
+            _ => match self.topics.iter().position(|t| **t == *topic) {
+                Some(t) => t,
+                None => {
+                    self.topics.push(intern(topic));
+                    self.topics.len() - 1
+                }
+            },
+        };
+        let mut copy = |bytes: Option<&[u8]>| {
+            bytes.map(|b| {
+                let start = self.data.len();
+                self.data.extend_from_slice(b);
+                (start as u32, self.data.len() as u32)
+            })
+        };
+        let (key, payload) = (copy(key), copy(payload));
+        self.slots.push(Slot { topic: t as u32, partition, offset, timestamp, key, payload });
+    }
+
+    /// Keeps only the records `keep` says yes to (their bytes stay until the batch is cleared).
+    fn retain(&mut self, mut keep: impl FnMut(&str, i32) -> bool) {
+        let topics = &self.topics;
+        self.slots.retain(|s| keep(&topics[s.topic as usize], s.partition));
+    }
+
+    /// Empties the batch, keeping its memory.
+    fn clear(&mut self) {
+        self.topics.clear();
+        self.slots.clear();
+        self.data.clear();
+    }
+
+    /// The bytes of the records' keys and payloads so far.
+    fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Owned copies of the records (tests and tools; the engine reads the batch in place).
+impl IntoIterator for Batch {
+    type Item = Record;
+    type IntoIter = std::vec::IntoIter<Record>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter().map(|r| r.to_record()).collect::<Vec<_>>().into_iter()
+    }
+}
+
 /// What the poll thread hands to the caller.
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Records in offset order per partition.
-    Batch(Vec<Record>),
+    Batch(Batch),
     /// Partitions are being taken away: finish the batches received so far, checkpoint,
     /// commit, then [`Revoked::ack`].
     Revoked(Revoked),
@@ -339,6 +521,8 @@ pub struct Source {
     probe: WatermarkProbe,
     events: Receiver<SourceEvent>,
     commands: SyncSender<(Command, SyncSender<Result<(), KafkaError>>)>,
+    /// Processed batches going back to the poll thread for reuse.
+    recycle: SyncSender<Batch>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -412,10 +596,16 @@ impl Source {
         consumer.subscribe(&topics).map_err(SourceError::Subscribe)?;
         let consumer = Arc::new(consumer);
         let (commands, command_rx) = sync_channel(COMMAND_CAPACITY);
+        // Batches in flight at once: the channel's, one with the caller, one being filled
+        // (and one more, for a caller that hands a batch back only after receiving the next).
+        let in_flight = opts.channel_capacity.saturating_add(3);
+        let (recycle, recycled) = sync_channel(in_flight);
         let stop = Arc::new(AtomicBool::new(false));
         let poll = PollLoop {
             consumer: Arc::clone(&consumer),
             commands: command_rx,
+            recycled,
+            pool: Pool::new(opts.max_batch, in_flight),
             stop: Arc::clone(&stop),
             max_batch: opts.max_batch,
             poll_timeout: opts.poll_timeout,
@@ -426,7 +616,7 @@ impl Source {
             .name("modelwatch-kafka-poll".into())
             .spawn(move || poll.run())
             .map_err(|_| SourceError::Stopped)?;
-        Ok(Self { consumer, probe, events, commands, stop, thread: Some(thread) })
+        Ok(Self { consumer, probe, events, commands, recycle, stop, thread: Some(thread) })
     }
 
     /// The events, in order: read them from one thread.
@@ -441,6 +631,13 @@ impl Source {
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(SourceError::Stopped),
         }
+    }
+
+    /// Gives a processed batch back: the poll thread refills it instead of allocating.
+    /// Optional, and it never blocks: a batch not given back, or that finds the pool full, is
+    /// freed.
+    pub fn recycle(&self, batch: Batch) {
+        let _ = self.recycle.try_send(batch);
     }
 
     /// Commits the given offsets synchronously: per (topic, partition), the next offset to read
@@ -519,10 +716,58 @@ fn partition_list(partitions: &[(&str, i32)]) -> TopicPartitionList {
     tpl
 }
 
+/// A pooled batch whose bytes outgrew this many is freed instead of reused (a burst of huge
+/// records does not pin its size in the pool).
+pub const POOL_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// A batch ends early once its keys and payloads pass this many bytes (their positions in the
+/// batch's buffer are `u32`s).
+const BATCH_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Batches are preallocated for this many records at most (a larger `max_batch` grows them).
+const PREALLOCATED_BATCH: usize = 4_096;
+
+/// Batches given back by the caller, for the poll thread to refill.
+struct Pool {
+    batches: Vec<Batch>,
+    /// Batches kept, at most (as many as can be in flight).
+    max_batches: usize,
+    /// Record capacity of a new batch.
+    batch_capacity: usize,
+}
+
+impl Pool {
+    fn new(max_batch: usize, in_flight_batches: usize) -> Self {
+        Self {
+            batches: Vec::new(),
+            max_batches: in_flight_batches,
+            batch_capacity: max_batch.min(PREALLOCATED_BATCH),
+        }
+    }
+
+    /// Takes a processed batch back (the most recently returned is reused first: its memory is
+    /// the most likely to be in cache).
+    fn take_back(&mut self, mut batch: Batch) {
+        if self.batches.len() >= self.max_batches || batch.data.capacity() > POOL_MAX_BATCH_BYTES {
+            return;
+        }
+        batch.clear();
+        self.batches.push(batch);
+    }
+
+    /// An empty batch, reused if one is free.
+    fn batch(&mut self) -> Batch {
+        self.batches.pop().unwrap_or_else(|| Batch::with_capacity(self.batch_capacity))
+    }
+}
+
 /// The poll thread's state.
 struct PollLoop {
     consumer: Arc<BaseConsumer<Ctx>>,
     commands: Receiver<(Command, SyncSender<Result<(), KafkaError>>)>,
+    /// Batches the caller gave back.
+    recycled: Receiver<Batch>,
+    pool: Pool,
     stop: Arc<AtomicBool>,
     max_batch: usize,
     poll_timeout: Duration,
@@ -533,7 +778,7 @@ struct PollLoop {
 
 impl PollLoop {
     fn run(mut self) {
-        let mut pending: Vec<Record> = Vec::new();
+        let mut pending = Batch::default();
         while !self.stop.load(Ordering::Acquire) {
             self.serve_commands();
             if pending.is_empty() {
@@ -589,10 +834,20 @@ impl PollLoop {
     }
 
     /// Polls up to `max_batch` records into `pending`, waiting at most `timeout` for the first.
-    fn fill(&mut self, pending: &mut Vec<Record>, timeout: Duration) {
+    fn fill(&mut self, pending: &mut Batch, timeout: Duration) {
+        while let Ok(batch) = self.recycled.try_recv() {
+            self.pool.take_back(batch);
+        }
+        if pending.is_empty() {
+            if pending.slots.capacity() == 0 {
+                *pending = self.pool.batch();
+            } else {
+                pending.clear(); // all dropped on a revocation: its bytes go too
+            }
+        }
         let consumer = Arc::clone(&self.consumer);
         let mut wait = timeout;
-        while pending.len() < self.max_batch {
+        while pending.len() < self.max_batch && pending.bytes() < BATCH_MAX_BYTES {
             let polled = consumer.poll(wait);
             self.drop_revoked(pending);
             match polled {
@@ -602,27 +857,25 @@ impl PollLoop {
                     break;
                 }
                 Some(Ok(m)) => {
-                    // Records of one topic come in runs: compare with the previous one before
-                    // hashing the name.
-                    let topic = match pending.last() {
-                        Some(last) if *last.topic == *m.topic() => Arc::clone(&last.topic),
-                        _ => match self.topics.get(m.topic()) {
-                            Some(t) => Arc::clone(t),
-                            None => {
-                                let t: Arc<str> = Arc::from(m.topic());
-                                self.topics.insert(m.topic().to_owned(), Arc::clone(&t));
-                                t
-                            }
-                        },
+                    let topics = &mut self.topics;
+                    // Called once per topic and batch.
+                    let intern = |name: &str| match topics.get(name) {
+                        Some(t) => Arc::clone(t),
+                        None => {
+                            let t: Arc<str> = Arc::from(name);
+                            topics.insert(name.to_owned(), Arc::clone(&t));
+                            t
+                        }
                     };
-                    pending.push(Record {
-                        topic,
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                    });
+                    pending.push(
+                        m.topic(),
+                        intern,
+                        m.partition(),
+                        m.offset(),
+                        m.timestamp().to_millis(),
+                        m.key(),
+                        m.payload(),
+                    );
                 }
             }
             wait = Duration::ZERO;
@@ -630,7 +883,7 @@ impl PollLoop {
     }
 
     /// Drops pending records (and pauses) of partitions revoked during the last poll.
-    fn drop_revoked(&mut self, pending: &mut Vec<Record>) {
+    fn drop_revoked(&mut self, pending: &mut Batch) {
         let ctx = self.consumer.context();
         if !ctx.revoked_any.load(Ordering::Acquire) {
             return;
@@ -643,7 +896,7 @@ impl PollLoop {
             Err(_) => return,
         };
         let gone: HashSet<(String, i32)> = revoked.into_iter().collect();
-        pending.retain(|r| !gone.contains(&(r.topic.to_string(), r.partition)));
+        pending.retain(|topic, partition| !gone.contains(&(topic.to_owned(), partition)));
         self.paused.retain(|p| !gone.contains(p));
     }
 }
@@ -664,6 +917,76 @@ mod tests {
         assert!(matches!(o.validate(), Err(SourceError::ZeroCapacity)));
         let o = SourceOptions { max_batch: 0, ..ok };
         assert!(matches!(o.validate(), Err(SourceError::ZeroCapacity)));
+    }
+
+    fn push(b: &mut Batch, topic: &str, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
+        b.push(topic, |t| Arc::from(t), 1, offset, Some(offset * 10), key, payload);
+    }
+
+    #[test]
+    fn a_batch_gives_back_every_record_as_pushed() {
+        let mut b = Batch::with_capacity(4);
+        push(&mut b, "a", 5, Some(b"k5"), Some(&[5; 600]));
+        push(&mut b, "a", 6, None, Some(b""));
+        push(&mut b, "b", 0, Some(b""), None);
+        push(&mut b, "a", 7, Some(b"k7"), Some(b"p7"));
+        assert_eq!(b.len(), 4);
+        let got: Vec<Record> = b.iter().map(|r| r.to_record()).collect();
+        let want = [
+            ("a", 5, Some(&b"k5"[..]), Some(&[5u8; 600][..])),
+            ("a", 6, None, Some(&b""[..])),
+            ("b", 0, Some(&b""[..]), None),
+            ("a", 7, Some(&b"k7"[..]), Some(&b"p7"[..])),
+        ];
+        for (r, (topic, offset, key, payload)) in got.iter().zip(want) {
+            assert_eq!(&*r.topic, topic);
+            assert_eq!((r.partition, r.offset, r.timestamp), (1, offset, Some(offset * 10)));
+            assert_eq!((r.key.as_deref(), r.payload.as_deref()), (key, payload));
+        }
+        // One shared name per topic within the batch.
+        assert!(Arc::ptr_eq(b.get(0).unwrap().topic, b.get(3).unwrap().topic));
+
+        // Dropping a revoked partition keeps the others, in order.
+        b.retain(|topic, _| topic == "a");
+        let offsets: Vec<i64> = b.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [5, 6, 7]);
+        assert_eq!(b.get(2).unwrap().payload, Some(&b"p7"[..]));
+    }
+
+    #[test]
+    fn a_recycled_batch_is_refilled_in_its_own_memory() {
+        let mut pool = Pool::new(8, 2);
+        let mut b = pool.batch();
+        for i in 0..8 {
+            push(&mut b, "t", i, Some(b"key"), Some(&[7; 634]));
+        }
+        let (slots, data) = (b.slots.as_ptr(), b.data.as_ptr());
+        pool.take_back(b);
+        let mut again = pool.batch();
+        assert!(again.is_empty(), "a recycled batch comes back empty");
+        for i in 0..8 {
+            push(&mut again, "t", 100 + i, Some(b"k"), Some(&[9; 600]));
+        }
+        assert_eq!((again.slots.as_ptr(), again.data.as_ptr()), (slots, data), "no new memory");
+        assert!(again.iter().enumerate().all(|(i, r)| r.offset == 100 + i as i64
+            && r.key == Some(&b"k"[..])
+            && r.payload == Some(&[9; 600][..])));
+    }
+
+    #[test]
+    fn the_pool_is_bounded_and_drops_oversized_batches() {
+        let mut pool = Pool::new(4, 2);
+        for _ in 0..5 {
+            let mut b = Batch::with_capacity(4);
+            push(&mut b, "t", 0, None, Some(b"x"));
+            pool.take_back(b);
+        }
+        assert_eq!(pool.batches.len(), 2);
+        let mut pool = Pool::new(4, 2);
+        let mut b = Batch::with_capacity(4);
+        push(&mut b, "t", 0, None, Some(&vec![0; POOL_MAX_BATCH_BYTES + 1]));
+        pool.take_back(b);
+        assert!(pool.batches.is_empty());
     }
 
     #[test]
