@@ -261,14 +261,26 @@ url = "http://127.0.0.1:{hook}/alerts"
     assert!(silent_s > 6.0 && silent_s < 30.0, "silent for {silent_s} s");
     let ends = rfc3339_ms(back.json()["alerts"][0]["endsAt"].as_str().unwrap());
     assert!(ends > back_at, "resolved at +{} ms, before v42 came back", ends - live_start);
-    // After the stop: each version fired once (in one or two notifications per model, as
-    // the ticks found them), nothing resolved.
+    // After the stop: every version fired (in one or two notifications per model, as the
+    // ticks found them: a group's second notification lists its first alert again, as
+    // Alertmanager's do), nothing resolved.
     let after: Vec<_> = summary.iter().filter(|e| !episode.contains(e)).collect();
     assert!(after.iter().all(|(_, s, _)| s == "firing"), "{summary:#?}");
     let mut fired_versions: Vec<&String> =
         after.iter().flat_map(|(_, _, a)| a.iter().map(|(v, _)| v)).collect();
     fired_versions.sort();
+    fired_versions.dedup();
     assert_eq!(fired_versions, ["2024-05", "2024-06", "v41", "v42"], "{summary:#?}");
+    // Each version's alert fired once: one firing state row per episode in the log.
+    let firing_rows = tsv(&setup.sql(
+        "SELECT version, count() FROM {db}.alerts FINAL WHERE rule = 'version_silent' \
+         AND channel = '' AND state = 'firing' GROUP BY version ORDER BY version",
+    ));
+    assert_eq!(
+        firing_rows,
+        [["2024-05", "1"], ["2024-06", "1"], ["v41", "1"], ["v42", "2"]],
+        "v42 twice (silent in the middle, then with every input), the others once"
+    );
 
     // The old regression was evaluated and recorded, just not notified.
     let rows = tsv(&setup.sql(
