@@ -339,7 +339,7 @@ impl VerdictStore for MemoryHistory {
         Ok(self
             .latest_verdicts(Some(&pair.model))
             .into_iter()
-            .filter(|r| r.baseline_version == pair.baseline && r.canary_version == pair.canary)
+            .filter(|r| pair.judged_in(r))
             .collect())
     }
 
@@ -352,21 +352,11 @@ impl VerdictStore for MemoryHistory {
     ) -> anyhow::Result<ArmCounts> {
         let (stats, bins) = self.panes(model, version, since_ms, until_ms)?;
         let mut c = ArmCounts::default();
-        let mut latency: BTreeMap<u32, u64> = BTreeMap::new();
         for s in &stats {
-            c.requests += s.requests;
-            c.errors += s.errors;
-            for (b, n) in s.latency_bucket_us.iter().zip(&s.latency_bucket_counts) {
-                *latency.entry(*b).or_default() += n;
-            }
-        }
-        c.latency = latency.into_iter().collect();
-        for b in bins {
-            let e = c.bins.entry((b.kind, b.feature)).or_default();
-            e.resize(e.len().max(b.bin_counts.len()), 0);
-            for (x, y) in e.iter_mut().zip(&b.bin_counts) {
-                *x += y;
-            }
+            let of_pane = bins.iter().filter(|b| {
+                (b.pane_start_ms, b.source_partition) == (s.pane_start_ms, s.source_partition)
+            });
+            c.add(&crate::judging::counts_of(s, of_pane));
         }
         Ok(c)
     }

@@ -53,6 +53,15 @@ pub struct JudgedPair {
     pub expected_share: Option<f64>,
 }
 
+impl JudgedPair {
+    /// Whether a verdict row is of this pair (its model, baseline and canary).
+    pub fn judged_in(&self, r: &CanaryVerdictRow) -> bool {
+        r.model == self.model
+            && r.baseline_version == self.baseline
+            && r.canary_version == self.canary
+    }
+}
+
 /// What the worker reads from and writes to.
 pub trait VerdictStore: Send + Sync + 'static {
     /// Appends verdict rows.
@@ -103,10 +112,7 @@ impl VerdictStore for ClickHouseVerdictStore {
     }
     fn latest(&self, pair: &JudgedPair) -> anyhow::Result<Vec<CanaryVerdictRow>> {
         let rows = self.rt.block_on(self.store.latest_canary_verdicts(Some(&pair.model)))?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.baseline_version == pair.baseline && r.canary_version == pair.canary)
-            .collect())
+        Ok(rows.into_iter().filter(|r| pair.judged_in(r)).collect())
     }
     fn totals(
         &self,
@@ -494,7 +500,10 @@ impl PairState {
 }
 
 /// The counts of one pane piece: its `pane_stats` row and its `pane_bins` rows.
-fn counts_of<'a>(s: &PaneStatsRow, bins: impl Iterator<Item = &'a PaneBinsRow>) -> ArmCounts {
+pub(crate) fn counts_of<'a>(
+    s: &PaneStatsRow,
+    bins: impl Iterator<Item = &'a PaneBinsRow>,
+) -> ArmCounts {
     ArmCounts {
         requests: s.requests,
         errors: s.errors,
