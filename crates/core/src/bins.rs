@@ -272,12 +272,38 @@ pub(crate) struct ModelBins {
     /// Per slot, the last record (by `record_seq`) that counted it.
     stamps: Vec<u64>,
     record_seq: u64,
+    /// The numeric feature names of recent records with, per position, the slot each counts in:
+    /// a record named exactly like one of them is binned without looking at a single name.
+    shapes: Vec<Shape>,
+    /// The shape replaced when a new one is recorded (round robin).
+    next_shape: usize,
+    /// Per position of the record being binned the slow way, its slot (the plan of a new shape).
+    plan_scratch: Vec<u32>,
     total_bins: u32,
     user_features: u32,
     pub(crate) drops: BinDrops,
 }
 
 const NO_SLOT: u32 = u32::MAX;
+
+/// Shapes of numeric feature names remembered per model: a model's versions may name their
+/// features differently (a canary that adds one), and a producer that omits absent features
+/// sends a few shapes in turn.
+const MAX_SHAPES: usize = 4;
+
+/// The numeric feature names of a record, in order, and where each position counts.
+#[derive(Debug, Default)]
+struct Shape {
+    /// The names concatenated.
+    text: Vec<u8>,
+    /// The end of each name in `text`.
+    ends: Vec<u32>,
+    /// Per position, the slot it counts in; [`NO_SLOT`] when it does not count (a name
+    /// repeated later in the record, or one over the feature cap).
+    plan: Vec<u32>,
+    /// Positions over the feature cap (each is counted as a drop per record).
+    capped: u64,
+}
 
 /// How many of the sorted `edges` are `<= x`. A binary search is a chain of dependent loads
 /// (four for ten bins, twenty features per event); counting with independent comparisons
@@ -291,12 +317,32 @@ fn count_at_or_below(edges: &[f64], x: f64) -> usize {
     }
 }
 
+/// Edges compared per step when counting (two SSE2 registers of doubles).
+const EDGE_LANES: usize = 4;
+
+/// [`count_at_or_below`] of edges padded with +inf to a multiple of [`EDGE_LANES`] (the
+/// padding is never counted: `x` is finite), in whole steps.
+#[inline]
+fn count_padded_at_or_below(edges: &[f64], x: f64) -> usize {
+    if edges.len() <= 32 {
+        edges
+            .chunks_exact(EDGE_LANES)
+            .map(|c| c.iter().map(|&e| usize::from(e <= x)).sum::<usize>())
+            .sum()
+    } else {
+        edges.partition_point(|&e| e <= x)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Hot {
     frozen: bool,
     offset: u32,
     edges_start: u32,
     edges_len: u32,
+    /// `edges_len` rounded up to [`EDGE_LANES`]: the packed edges are padded with +inf, which
+    /// no finite value reaches, so the count runs in whole vector steps without a tail.
+    edges_padded: u32,
     lower: f64,
     upper: f64,
 }
@@ -326,6 +372,9 @@ impl ModelBins {
             edges: Vec::new(),
             stamps: vec![0; 2],
             record_seq: 0,
+            shapes: Vec::new(),
+            next_shape: 0,
+            plan_scratch: Vec::new(),
             total_bins: 0,
             user_features: 0,
             drops: BinDrops::default(),
@@ -342,6 +391,8 @@ impl ModelBins {
 
     /// Installs a persisted layout (before any event of the feature is seen).
     pub(crate) fn restore(&mut self, f: &FrozenLayout, max_features: u32) -> bool {
+        // Plans name slots; a restored layout may add one.
+        self.shapes.clear();
         let slot = match f.kind {
             FeatureKind::Prediction => self.prediction,
             FeatureKind::Label => self.label,
@@ -427,9 +478,12 @@ impl ModelBins {
             BinLayout::Numeric { lower, interior, upper } => {
                 hot.edges_start = self.edges.len() as u32;
                 hot.edges_len = interior.len() as u32;
+                hot.edges_padded = interior.len().next_multiple_of(EDGE_LANES) as u32;
                 hot.lower = *lower;
                 hot.upper = *upper;
                 self.edges.extend_from_slice(interior);
+                let padding = (hot.edges_padded - hot.edges_len) as usize;
+                self.edges.extend(std::iter::repeat_n(f64::INFINITY, padding));
             }
         }
         self.hot[slot as usize] = hot;
@@ -453,13 +507,14 @@ impl ModelBins {
         let h = self.hot[slot as usize];
         if h.frozen && x.is_finite() {
             // Same rule as `BinLayout::numeric_bin`, on the packed copy of the layout.
-            let edges = &self.edges[h.edges_start as usize..(h.edges_start + h.edges_len) as usize];
+            let edges =
+                &self.edges[h.edges_start as usize..(h.edges_start + h.edges_padded) as usize];
             let b = if x < h.lower {
                 0
             } else if x > h.upper {
-                edges.len() + 2
+                h.edges_len as usize + 2
             } else {
-                1 + count_at_or_below(edges, x)
+                1 + count_padded_at_or_below(edges, x)
             };
             bins.incr(h.offset as usize + b, self.total_bins as usize);
         } else {
@@ -546,30 +601,55 @@ impl ModelBins {
         max_features: u32,
         src: (u32, i64),
     ) {
+        self.record_with::<true>(rec, bins, spec, max_features, src);
+    }
+
+    /// [`ModelBins::record`] without the shapes: every name looked at (tests compare the two).
+    #[cfg(test)]
+    fn record_by_name(
+        &mut self,
+        rec: &InferenceRecord,
+        bins: &mut BinCounts,
+        spec: &DriftSpec,
+        max_features: u32,
+        src: (u32, i64),
+    ) {
+        self.record_with::<false>(rec, bins, spec, max_features, src);
+    }
+
+    #[inline(always)]
+    fn record_with<const SHAPES: bool>(
+        &mut self,
+        rec: &InferenceRecord,
+        bins: &mut BinCounts,
+        spec: &DriftSpec,
+        max_features: u32,
+        src: (u32, i64),
+    ) {
         let at = rec.event_time_ms;
         // A name repeated within one record counts once, its last value winning (as a map
         // decoded by apache-avro or kept by most producers would); stamps mark slots seen.
         self.record_seq = self.record_seq.wrapping_add(1);
         let seq = self.record_seq;
-        for (i, (name, x)) in rec.features().enumerate().rev() {
-            let h = name_hash(name);
-            let cached = self.numeric_order.get(i).copied().unwrap_or((NO_SLOT, 0));
-            let slot = if cached.0 != NO_SLOT && cached.1 == h {
-                cached.0
-            } else {
-                let Some(s) = self.slot_for(name, FeatureKind::Numeric, max_features) else {
-                    continue;
-                };
-                if self.numeric_order.len() <= i {
-                    self.numeric_order.resize(i + 1, (NO_SLOT, 0));
+        let known = if SHAPES {
+            self.shapes.iter().position(|s| rec.has_feature_shape(&s.text, &s.ends))
+        } else {
+            None
+        };
+        if let Some(k) = known {
+            // Same iteration order as below, so that layouts freezing in one record take their
+            // ranges in the same order whichever way the record is binned.
+            let shapes = std::mem::take(&mut self.shapes);
+            let shape = &shapes[k];
+            self.drops.over_feature_cap += shape.capped;
+            for (&slot, x) in shape.plan.iter().zip(rec.feature_values()).rev() {
+                if slot != NO_SLOT {
+                    self.numeric(slot, x, bins, spec, at, src);
                 }
-                self.numeric_order[i] = (s, h);
-                s
-            };
-            if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
-                continue;
             }
-            self.numeric(slot, x, bins, spec, at, src);
+            self.shapes = shapes;
+        } else {
+            self.numeric_by_name(rec, bins, spec, max_features, seq, src);
         }
         for (i, (name, v)) in rec.categories().enumerate().rev() {
             let h = name_hash(name);
@@ -596,6 +676,68 @@ impl ModelBins {
         }
         if let Some(l) = rec.predicted_label() {
             self.categorical(self.label, l, bins, spec, at, src);
+        }
+    }
+
+    /// Bins the numeric features of a record of a new shape, by name, and remembers the shape
+    /// when its names lie back to back in the record.
+    #[inline(never)]
+    fn numeric_by_name(
+        &mut self,
+        rec: &InferenceRecord,
+        bins: &mut BinCounts,
+        spec: &DriftSpec,
+        max_features: u32,
+        seq: u64,
+        src: (u32, i64),
+    ) {
+        let at = rec.event_time_ms;
+        let mut plan = std::mem::take(&mut self.plan_scratch);
+        plan.clear();
+        plan.resize(rec.features().len(), NO_SLOT);
+        let mut capped = 0;
+        for (i, (name, x)) in rec.features().enumerate().rev() {
+            let h = name_hash(name);
+            let cached = self.numeric_order.get(i).copied().unwrap_or((NO_SLOT, 0));
+            let slot = if cached.0 != NO_SLOT && cached.1 == h {
+                cached.0
+            } else {
+                let Some(s) = self.slot_for(name, FeatureKind::Numeric, max_features) else {
+                    capped += 1;
+                    continue;
+                };
+                if self.numeric_order.len() <= i {
+                    self.numeric_order.resize(i + 1, (NO_SLOT, 0));
+                }
+                self.numeric_order[i] = (s, h);
+                s
+            };
+            if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
+                continue;
+            }
+            plan[i] = slot;
+            self.numeric(slot, x, bins, spec, at, src);
+        }
+        self.remember_shape(rec, &plan, capped);
+        self.plan_scratch = plan;
+    }
+
+    /// Remembers the shape of `rec`'s numeric feature names with its plan, in place of the
+    /// oldest one (reusing its buffers).
+    fn remember_shape(&mut self, rec: &InferenceRecord, plan: &[u32], capped: u64) {
+        let fresh = self.shapes.len() < MAX_SHAPES;
+        if fresh {
+            self.shapes.push(Shape::default());
+            self.next_shape = self.shapes.len() - 1;
+        }
+        let shape = &mut self.shapes[self.next_shape];
+        if rec.feature_shape(&mut shape.text, &mut shape.ends) {
+            shape.plan.clear();
+            shape.plan.extend_from_slice(plan);
+            shape.capped = capped;
+            self.next_shape = (self.next_shape + 1) % MAX_SHAPES;
+        } else if fresh {
+            self.shapes.pop();
         }
     }
 
@@ -710,6 +852,88 @@ mod tests {
         let l = BinLayout::categorical_from_counts([("b", 5), ("a", 5), ("c", 9), ("d", 1)], 3);
         assert_eq!(l, BinLayout::Categorical { values: vec!["c".into(), "a".into(), "b".into()] });
         assert_eq!(l.bin_labels().last().map(String::as_str), Some("__other__"));
+    }
+
+    /// Feature names a record may carry: short and long, and a prefix of another (shapes
+    /// compare concatenated names, so "ab"+"c" must not pass for "a"+"bc").
+    const NAMES: [&str; 7] = ["a", "bc", "ab", "c", "amount_eur", "x", "account_age_days"];
+
+    fn shaped_record(r: &mut InferenceRecord, names: &[usize], seed: u64, interleave: bool) {
+        r.clear();
+        for (i, &n) in names.iter().enumerate() {
+            let x = ((seed.wrapping_mul(31).wrapping_add(i as u64 * 7)) % 97) as f64 - 20.0;
+            r.push_feature(
+                NAMES[n],
+                if (seed + i as u64).is_multiple_of(41) { f64::NAN } else { x },
+            );
+            if interleave && i == 0 {
+                // Text pushed between two names: they no longer lie back to back.
+                r.push_category("c", "v");
+            }
+        }
+        r.push_category("country", ["DE", "US", "FR"][(seed % 3) as usize]);
+        r.prediction = Some((seed % 10) as f64 / 10.0);
+    }
+
+    proptest! {
+        /// Binning through remembered shapes counts, freezes, drops and lays out exactly as
+        /// looking up every name does, whatever the mix of shapes (more than are remembered),
+        /// repeated names, names over the cap and records whose names are not contiguous.
+        #[test]
+        fn shapes_bin_exactly_as_names_do(
+            shapes in proptest::collection::vec(
+                proptest::collection::vec(0..NAMES.len(), 0..6), 1..8),
+            picks in proptest::collection::vec((0usize..8, any::<bool>()), 1..300),
+            max_features in 2u32..8,
+        ) {
+            let spec =
+                DriftSpec::new(25, std::time::Duration::from_secs(60), 4, 3, 1e-4).expect("valid");
+            let (mut fast, mut slow) = (ModelBins::new(), ModelBins::new());
+            let (mut fast_bins, mut slow_bins) = (BinCounts::default(), BinCounts::default());
+            let mut r = InferenceRecord::default();
+            for (i, &(k, interleave)) in picks.iter().enumerate() {
+                shaped_record(&mut r, &shapes[k % shapes.len()], i as u64, interleave);
+                let src = (0, i as i64);
+                fast.record(&r, &mut fast_bins, &spec, max_features, src);
+                slow.record_by_name(&r, &mut slow_bins, &spec, max_features, src);
+            }
+            prop_assert_eq!(fast.frozen_layouts(), slow.frozen_layouts());
+            prop_assert_eq!(fast.drops, slow.drops);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            fast_bins.drain_into(&mut a);
+            slow_bins.drain_into(&mut b);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn a_shape_needs_names_back_to_back_not_just_the_same_text() {
+        let spec =
+            DriftSpec::new(10, std::time::Duration::from_secs(60), 4, 3, 1e-4).expect("valid");
+        let (mut fast, mut slow) = (ModelBins::new(), ModelBins::new());
+        let (mut fast_bins, mut slow_bins) = (BinCounts::default(), BinCounts::default());
+        let mut r = InferenceRecord::default();
+        for i in 0..30 {
+            r.clear();
+            if i % 2 == 0 {
+                r.push_feature("ab", 1.0);
+                r.push_feature("c", 2.0);
+            } else {
+                // Text "abc" with the same ends, but the second name is "" after a "c" that
+                // is the model's name.
+                r.push_feature("ab", 1.0);
+                r.set_model("c");
+                r.push_feature("", 3.0);
+            }
+            fast.record(&r, &mut fast_bins, &spec, 10, (0, i));
+            slow.record_by_name(&r, &mut slow_bins, &spec, 10, (0, i));
+        }
+        assert_eq!(fast.frozen_layouts(), slow.frozen_layouts());
+        assert_eq!(fast.frozen_layouts().len(), 3, "ab, c and the empty name");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        fast_bins.drain_into(&mut a);
+        slow_bins.drain_into(&mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -226,6 +226,10 @@ impl InferenceRecord {
     pub fn finish_raw(&mut self) -> Result<(), RawTextError> {
         // Plain loops: this runs for every record and an iterator chain cost a third of it.
         let a = &self.arena;
+        if a.raw.is_ascii() {
+            // Every byte is a char boundary.
+            return self.arena.finish_raw(true);
+        }
         let mut ok = a.raw_boundaries(self.model)
             & a.raw_boundaries(self.version)
             & a.raw_boundaries(self.status)
@@ -325,6 +329,53 @@ impl InferenceRecord {
         &self,
     ) -> impl DoubleEndedIterator<Item = (&str, f64)> + ExactSizeIterator + '_ {
         self.features.iter().map(|&(n, v)| (self.arena.get(n), v))
+    }
+    /// Whether the numeric features are named exactly as a shape recorded by
+    /// [`InferenceRecord::feature_shape`]: `text` is the concatenation of the names in order and
+    /// `ends` the end of each name within it. True only when the record's names lie back to back
+    /// in its text (every decoder pushes them so) and match byte for byte.
+    #[inline]
+    pub(crate) fn has_feature_shape(&self, text: &[u8], ends: &[u32]) -> bool {
+        if self.features.len() != ends.len() {
+            return false;
+        }
+        let Some(&(first, _)) = self.features.first() else { return true };
+        let base = first.start;
+        let mut at = base;
+        let mut ok = true;
+        for (&(span, _), &end) in self.features.iter().zip(ends) {
+            ok &= (span.start == at) & (span.end == base.wrapping_add(end));
+            at = span.end;
+        }
+        ok && self.arena.text.as_bytes().get(base as usize..at as usize) == Some(text)
+    }
+    /// The shape of the numeric features' names for [`InferenceRecord::has_feature_shape`],
+    /// written into `text` and `ends`; `false` (and nothing written) when the names do not lie
+    /// back to back in the record's text.
+    pub(crate) fn feature_shape(&self, text: &mut Vec<u8>, ends: &mut Vec<u32>) -> bool {
+        let base = self.features.first().map_or(0, |&(s, _)| s.start);
+        let mut at = base;
+        for &(span, _) in &self.features {
+            if span.start != at {
+                return false;
+            }
+            at = span.end;
+        }
+        let Some(names) = self.arena.text.as_bytes().get(base as usize..at as usize) else {
+            return false;
+        };
+        text.clear();
+        text.extend_from_slice(names);
+        ends.clear();
+        ends.extend(self.features.iter().map(|&(span, _)| span.end - base));
+        true
+    }
+    /// The numeric features' values, in the order they were decoded.
+    #[inline]
+    pub(crate) fn feature_values(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = f64> + ExactSizeIterator + '_ {
+        self.features.iter().map(|&(_, v)| v)
     }
     /// Categorical features in the order they were decoded.
     #[inline]

@@ -155,6 +155,16 @@ impl BinCounts {
     /// Counts one value in bin `i`; `len` is the model's current flat length (> `i`).
     #[inline]
     pub(crate) fn incr(&mut self, i: usize, len: usize) {
+        match self.narrow.get_mut(i) {
+            Some(c) if *c < u16::MAX => *c += 1,
+            _ => self.incr_cold(i, len),
+        }
+    }
+
+    /// [`BinCounts::incr`] of a bin past the end, or of one that spills into `wide`.
+    #[cold]
+    #[inline(never)]
+    fn incr_cold(&mut self, i: usize, len: usize) {
         if i >= self.narrow.len() {
             self.narrow.resize(len.max(i + 1), 0);
         }
