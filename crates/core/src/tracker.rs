@@ -217,7 +217,42 @@ struct CounterUndo {
 struct Contribution {
     partition: u32,
     pane_end: i64,
-    counts: Vec<u64>,
+    counts: PaneCounts,
+}
+
+/// A closed pane's bin counts, kept as u32 (half the memory of a version's unreleased
+/// contributions, which span a whole window) unless one of them does not fit.
+#[derive(Debug, Default)]
+struct PaneCounts {
+    narrow: Vec<u32>,
+    /// The counts, when one exceeds `u32::MAX` (`narrow` is empty then).
+    wide: Vec<u64>,
+}
+
+impl PaneCounts {
+    fn set(&mut self, counts: &[u64]) {
+        self.narrow.clear();
+        self.wide.clear();
+        if counts.iter().all(|&c| u32::try_from(c).is_ok()) {
+            self.narrow.extend(counts.iter().map(|&c| c as u32));
+        } else {
+            self.wide.extend_from_slice(counts);
+        }
+    }
+
+    /// Takes these counts off `totals` (saturating).
+    fn subtract_from(&self, totals: &mut [u64]) {
+        for (a, &x) in totals.iter_mut().zip(&self.narrow) {
+            *a = a.saturating_sub(u64::from(x));
+        }
+        for (a, &x) in totals.iter_mut().zip(&self.wide) {
+            *a = a.saturating_sub(x);
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.narrow.capacity() * 4 + self.wide.capacity() * 8
+    }
 }
 
 fn sort_series(v: &mut [CounterSeries]) {
@@ -345,7 +380,7 @@ pub struct Tracker {
     /// Preloaded counter series by model and version, installed when the version is admitted.
     preload_counters: FxHashMap<Box<str>, FxHashMap<Box<str>, Vec<CounterSeries>>>,
     pool: Vec<OpenPane>,
-    count_pool: Vec<Vec<u64>>,
+    count_pool: Vec<PaneCounts>,
     stats_pool: Vec<PaneStats>,
     scratch: PaneStats,
     merge_scratch: Vec<(u32, u32)>,
@@ -926,8 +961,7 @@ impl Tracker {
                     *a += x;
                 }
                 let mut counts = self.count_pool.pop().unwrap_or_default();
-                counts.clear();
-                counts.extend_from_slice(b);
+                counts.set(b);
                 let pane_end = start.saturating_add(slide);
                 r.contributions.push(Contribution { partition: o.partition, pane_end, counts });
             }
@@ -1114,9 +1148,7 @@ impl Tracker {
                     continue;
                 }
                 if c.pane_end > cutoff_ms {
-                    for (a, x) in r.counts.iter_mut().zip(&c.counts) {
-                        *a = a.saturating_sub(*x);
-                    }
+                    c.counts.subtract_from(&mut r.counts);
                     r.complete = false;
                 }
                 self.count_pool.push(r.contributions.swap_remove(i).counts);
@@ -1404,9 +1436,7 @@ impl Tracker {
                 counts.extend_from_slice(&r.counts);
                 let mut complete = r.complete;
                 for c in r.contributions.iter().filter(|c| c.pane_end > cutoff_of(c.partition)) {
-                    for (a, x) in counts.iter_mut().zip(&c.counts) {
-                        *a = a.saturating_sub(*x);
-                    }
+                    c.counts.subtract_from(&mut counts);
                     complete = false;
                 }
                 self.snapshot(k, &counts, complete)
@@ -1545,11 +1575,7 @@ impl Tracker {
                 k.open.iter().map(|o| o.heap_bytes()).sum::<usize>()
                     + k.closed.iter().map(|(_, s)| s.heap_bytes()).sum::<usize>()
                     + k.reference.counts.capacity() * 8
-                    + k.reference
-                        .contributions
-                        .iter()
-                        .map(|c| c.counts.capacity() * 8)
-                        .sum::<usize>()
+                    + k.reference.contributions.iter().map(|c| c.counts.heap_bytes()).sum::<usize>()
                     + k.window_latency.heap_bytes()
                     + k.window_ttft.heap_bytes()
             })
@@ -1560,5 +1586,26 @@ impl Tracker {
                 .iter()
                 .map(|p| p.undo.capacity() * size_of::<CounterUndo>())
                 .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaneCounts;
+
+    #[test]
+    fn pane_counts_subtract_exactly_narrow_or_wide() {
+        let mut c = PaneCounts::default();
+        c.set(&[3, 0, u64::from(u32::MAX)]);
+        let mut totals = vec![10, 5, u64::from(u32::MAX) + 7];
+        c.subtract_from(&mut totals);
+        assert_eq!(totals, [7, 5, 7]);
+        assert_eq!(c.heap_bytes(), c.narrow.capacity() * 4);
+        // One count past u32: all of them kept wide, none truncated.
+        c.set(&[1, u64::from(u32::MAX) + 1]);
+        let mut totals = vec![1, u64::from(u32::MAX) + 3];
+        c.subtract_from(&mut totals);
+        assert_eq!(totals, [0, 2]);
+        assert!(c.narrow.is_empty());
     }
 }
