@@ -291,6 +291,15 @@ const NO_SLOT: u32 = u32::MAX;
 /// sends a few shapes in turn.
 const MAX_SHAPES: usize = 4;
 
+/// Why a feature of a record is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// The model has `max_features` features already.
+    Capped,
+    /// The record counted the name at a later position.
+    Repeated,
+}
+
 /// The numeric feature names of a record, in order, and where each position counts.
 #[derive(Debug, Default)]
 struct Shape {
@@ -604,19 +613,7 @@ impl ModelBins {
         self.record_with::<true>(rec, bins, spec, max_features, src);
     }
 
-    /// [`ModelBins::record`] without the shapes: every name looked at (tests compare the two).
-    #[cfg(test)]
-    fn record_by_name(
-        &mut self,
-        rec: &InferenceRecord,
-        bins: &mut BinCounts,
-        spec: &DriftSpec,
-        max_features: u32,
-        src: (u32, i64),
-    ) {
-        self.record_with::<false>(rec, bins, spec, max_features, src);
-    }
-
+    /// [`ModelBins::record`]; without `SHAPES`, every name is looked at (tests compare the two).
     #[inline(always)]
     fn record_with<const SHAPES: bool>(
         &mut self,
@@ -652,24 +649,9 @@ impl ModelBins {
             self.numeric_by_name(rec, bins, spec, max_features, seq, src);
         }
         for (i, (name, v)) in rec.categories().enumerate().rev() {
-            let h = name_hash(name);
-            let cached = self.categorical_order.get(i).copied().unwrap_or((NO_SLOT, 0));
-            let slot = if cached.0 != NO_SLOT && cached.1 == h {
-                cached.0
-            } else {
-                let Some(s) = self.slot_for(name, FeatureKind::Categorical, max_features) else {
-                    continue;
-                };
-                if self.categorical_order.len() <= i {
-                    self.categorical_order.resize(i + 1, (NO_SLOT, 0));
-                }
-                self.categorical_order[i] = (s, h);
-                s
-            };
-            if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
-                continue;
+            if let Ok(slot) = self.slot_at(i, name, FeatureKind::Categorical, max_features, seq) {
+                self.categorical(slot, v, bins, spec, at, src);
             }
-            self.categorical(slot, v, bins, spec, at, src);
         }
         if let Some(p) = rec.prediction {
             self.numeric(self.prediction, p, bins, spec, at, src);
@@ -697,29 +679,56 @@ impl ModelBins {
         plan.resize(rec.features().len(), NO_SLOT);
         let mut capped = 0;
         for (i, (name, x)) in rec.features().enumerate().rev() {
-            let h = name_hash(name);
-            let cached = self.numeric_order.get(i).copied().unwrap_or((NO_SLOT, 0));
-            let slot = if cached.0 != NO_SLOT && cached.1 == h {
-                cached.0
-            } else {
-                let Some(s) = self.slot_for(name, FeatureKind::Numeric, max_features) else {
-                    capped += 1;
-                    continue;
-                };
-                if self.numeric_order.len() <= i {
-                    self.numeric_order.resize(i + 1, (NO_SLOT, 0));
+            match self.slot_at(i, name, FeatureKind::Numeric, max_features, seq) {
+                Ok(slot) => {
+                    plan[i] = slot;
+                    self.numeric(slot, x, bins, spec, at, src);
                 }
-                self.numeric_order[i] = (s, h);
-                s
-            };
-            if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
-                continue;
+                Err(Skip::Capped) => capped += 1,
+                Err(Skip::Repeated) => {}
             }
-            plan[i] = slot;
-            self.numeric(slot, x, bins, spec, at, src);
         }
         self.remember_shape(rec, &plan, capped);
         self.plan_scratch = plan;
+    }
+
+    /// The slot the feature `name` at position `i` of the record `seq` counts in, through the
+    /// order cache of its kind (a name at the same position as in the model's previous record
+    /// costs a hash and no map lookup).
+    #[inline]
+    fn slot_at(
+        &mut self,
+        i: usize,
+        name: &str,
+        kind: FeatureKind,
+        max_features: u32,
+        seq: u64,
+    ) -> Result<u32, Skip> {
+        let h = name_hash(name);
+        let cached = self.order_mut(kind).get(i).copied().unwrap_or((NO_SLOT, 0));
+        let slot = if cached.0 != NO_SLOT && cached.1 == h {
+            cached.0
+        } else {
+            let s = self.slot_for(name, kind, max_features).ok_or(Skip::Capped)?;
+            let order = self.order_mut(kind);
+            if order.len() <= i {
+                order.resize(i + 1, (NO_SLOT, 0));
+            }
+            order[i] = (s, h);
+            s
+        };
+        if std::mem::replace(&mut self.stamps[slot as usize], seq) == seq {
+            return Err(Skip::Repeated);
+        }
+        Ok(slot)
+    }
+
+    fn order_mut(&mut self, kind: FeatureKind) -> &mut Vec<(u32, u64)> {
+        if kind == FeatureKind::Numeric {
+            &mut self.numeric_order
+        } else {
+            &mut self.categorical_order
+        }
     }
 
     /// Remembers the shape of `rec`'s numeric feature names with its plan, in place of the
@@ -875,6 +884,37 @@ mod tests {
         r.prediction = Some((seed % 10) as f64 / 10.0);
     }
 
+    /// The same records binned through shapes and by name.
+    struct Twin {
+        fast: (ModelBins, BinCounts),
+        slow: (ModelBins, BinCounts),
+    }
+
+    type Outcome = (Vec<FrozenLayout>, BinDrops, Vec<u64>);
+
+    impl Twin {
+        fn new() -> Self {
+            Self {
+                fast: (ModelBins::new(), BinCounts::default()),
+                slow: (ModelBins::new(), BinCounts::default()),
+            }
+        }
+
+        fn record(&mut self, r: &InferenceRecord, spec: &DriftSpec, cap: u32, src: (u32, i64)) {
+            self.fast.0.record(r, &mut self.fast.1, spec, cap, src);
+            self.slow.0.record_with::<false>(r, &mut self.slow.1, spec, cap, src);
+        }
+
+        /// Layouts, drops and counts: through shapes, then by name.
+        fn outcome(self) -> [Outcome; 2] {
+            [self.fast, self.slow].map(|(m, mut bins)| {
+                let mut counts = Vec::new();
+                bins.drain_into(&mut counts);
+                (m.frozen_layouts(), m.drops, counts)
+            })
+        }
+    }
+
     proptest! {
         /// Binning through remembered shapes counts, freezes, drops and lays out exactly as
         /// looking up every name does, whatever the mix of shapes (more than are remembered),
@@ -888,21 +928,14 @@ mod tests {
         ) {
             let spec =
                 DriftSpec::new(25, std::time::Duration::from_secs(60), 4, 3, 1e-4).expect("valid");
-            let (mut fast, mut slow) = (ModelBins::new(), ModelBins::new());
-            let (mut fast_bins, mut slow_bins) = (BinCounts::default(), BinCounts::default());
+            let mut twin = Twin::new();
             let mut r = InferenceRecord::default();
             for (i, &(k, interleave)) in picks.iter().enumerate() {
                 shaped_record(&mut r, &shapes[k % shapes.len()], i as u64, interleave);
-                let src = (0, i as i64);
-                fast.record(&r, &mut fast_bins, &spec, max_features, src);
-                slow.record_by_name(&r, &mut slow_bins, &spec, max_features, src);
+                twin.record(&r, &spec, max_features, (0, i as i64));
             }
-            prop_assert_eq!(fast.frozen_layouts(), slow.frozen_layouts());
-            prop_assert_eq!(fast.drops, slow.drops);
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            fast_bins.drain_into(&mut a);
-            slow_bins.drain_into(&mut b);
-            prop_assert_eq!(a, b);
+            let [through_shapes, by_name] = twin.outcome();
+            prop_assert_eq!(through_shapes, by_name);
         }
     }
 
@@ -910,8 +943,7 @@ mod tests {
     fn a_shape_needs_names_back_to_back_not_just_the_same_text() {
         let spec =
             DriftSpec::new(10, std::time::Duration::from_secs(60), 4, 3, 1e-4).expect("valid");
-        let (mut fast, mut slow) = (ModelBins::new(), ModelBins::new());
-        let (mut fast_bins, mut slow_bins) = (BinCounts::default(), BinCounts::default());
+        let mut twin = Twin::new();
         let mut r = InferenceRecord::default();
         for i in 0..30 {
             r.clear();
@@ -925,15 +957,11 @@ mod tests {
                 r.set_model("c");
                 r.push_feature("", 3.0);
             }
-            fast.record(&r, &mut fast_bins, &spec, 10, (0, i));
-            slow.record_by_name(&r, &mut slow_bins, &spec, 10, (0, i));
+            twin.record(&r, &spec, 10, (0, i));
         }
-        assert_eq!(fast.frozen_layouts(), slow.frozen_layouts());
-        assert_eq!(fast.frozen_layouts().len(), 3, "ab, c and the empty name");
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        fast_bins.drain_into(&mut a);
-        slow_bins.drain_into(&mut b);
-        assert_eq!(a, b);
+        let [through_shapes, by_name] = twin.outcome();
+        assert_eq!(through_shapes.0.len(), 3, "ab, c and the empty name");
+        assert_eq!(through_shapes, by_name);
     }
 
     #[test]
