@@ -90,13 +90,20 @@ impl<'a> Cursor<'a> {
     /// not validated as UTF-8.
     #[inline(always)]
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], Fail> {
+        self.bytes_and_rest().map(|(bytes, _)| bytes)
+    }
+
+    /// [`Cursor::bytes`], and the rest of the payload from the bytes' start.
+    #[inline(always)]
+    pub(crate) fn bytes_and_rest(&mut self) -> Result<(&'a [u8], &'a [u8]), Fail> {
         let before = self.rest;
         let len = self.long()?;
+        let from = self.rest;
         let split = usize::try_from(len).ok().and_then(|n| self.rest.split_at_checked(n));
         match split {
             Some((bytes, rest)) => {
                 self.rest = rest;
-                Ok(bytes)
+                Ok((bytes, from))
             }
             None => Err(Fail(Problem::BadLength, self.len - before.len())),
         }

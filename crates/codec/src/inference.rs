@@ -86,24 +86,24 @@ fn fast<const UTF8: bool>(c: &mut Cursor<'_>, r: &mut InferenceRecord) -> Result
     r.begin_raw();
     r.event_time_ms = field(c, "event_time", Cursor::long)?;
     let t = field(c, "model", non_empty_text::<UTF8>)?;
-    let t = r.raw(t);
+    let t = t.keep(r);
     r.set_model_raw(t);
     let t = field(c, "version", non_empty_text::<UTF8>)?;
-    let t = r.raw(t);
+    let t = t.keep(r);
     r.set_version_raw(t);
     let t = field(c, "request_id", |c| c.nullable(text::<UTF8>))?;
-    let t = t.map(|t| r.raw(t));
+    let t = t.map(|t| t.keep(r));
     r.set_request_id_raw(t);
     r.latency_ms = field(c, "latency_ms", |c| {
         let at = c.pos();
         check::latency(c.double()?).map_err(|p| Fail(p, at))
     })?;
     let t = field(c, "status", text::<UTF8>)?;
-    let t = r.raw(t);
+    let t = t.keep(r);
     r.set_status_raw(t);
     r.prediction = field(c, "prediction", |c| c.nullable(Cursor::double))?;
     let t = field(c, "predicted_label", |c| c.nullable(text::<UTF8>))?;
-    let t = t.map(|t| r.raw(t));
+    let t = t.map(|t| t.keep(r));
     r.set_predicted_label_raw(t);
     field(c, "features", |c| {
         loop {
@@ -114,7 +114,7 @@ fn fast<const UTF8: bool>(c: &mut Cursor<'_>, r: &mut InferenceRecord) -> Result
             for _ in 0..n {
                 let k = text::<UTF8>(c)?;
                 let v = c.double()?;
-                let k = r.raw(k);
+                let k = k.keep(r);
                 r.push_feature_raw(k, v);
             }
         }
@@ -134,10 +134,29 @@ fn precise(mut from: Cursor<'_>, r: &mut InferenceRecord) -> Option<DecodeError>
     fast::<true>(&mut from, r).err()
 }
 
-/// A string's bytes, validated as UTF-8 when `UTF8`.
+/// A string read from the payload: its bytes, and the payload from them on.
+#[derive(Debug, Clone, Copy)]
+struct Piece<'a> {
+    bytes: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl Piece<'_> {
+    /// Copies the string into `r`'s text (see [`InferenceRecord::raw_prefix`]).
+    #[inline(always)]
+    fn keep(self, r: &mut InferenceRecord) -> RawText {
+        r.raw_prefix(self.rest, self.bytes.len())
+    }
+}
+
+/// A string, validated as UTF-8 when `UTF8`.
 #[inline(always)]
-fn text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<&'a [u8], Fail> {
-    if UTF8 { c.str().map(str::as_bytes) } else { c.bytes() }
+fn text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<Piece<'a>, Fail> {
+    let (bytes, rest) = c.bytes_and_rest()?;
+    if UTF8 && std::str::from_utf8(bytes).is_err() {
+        return Err(Fail(Problem::InvalidUtf8, c.pos() - bytes.len()));
+    }
+    Ok(Piece { bytes, rest })
 }
 
 /// An Avro map of strings, each (key, value) handed to `push` as raw text.
@@ -155,7 +174,7 @@ fn string_map<const UTF8: bool>(
         for _ in 0..n {
             let k = text::<UTF8>(c)?;
             let v = text::<UTF8>(c)?;
-            let (k, v) = (r.raw(k), r.raw(v));
+            let (k, v) = (k.keep(r), v.keep(r));
             push(r, k, v);
         }
     }
@@ -163,10 +182,10 @@ fn string_map<const UTF8: bool>(
 
 /// [`text`] that must not be empty.
 #[inline(always)]
-fn non_empty_text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<&'a [u8], Fail> {
+fn non_empty_text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<Piece<'a>, Fail> {
     let at = c.pos();
     let t = text::<UTF8>(c)?;
-    if t.is_empty() { Err(Fail(Problem::Empty, at)) } else { Ok(t) }
+    if t.bytes.is_empty() { Err(Fail(Problem::Empty, at)) } else { Ok(t) }
 }
 
 /// Reads one JSON object through the fast path (see [`crate::json_scan`]) into `r`. Gives up
