@@ -187,7 +187,56 @@ const MAX_COLLECT_DISTINCT: usize = 4_096;
 #[derive(Debug)]
 enum SlotState {
     Collecting { numeric: Vec<f64>, categorical: FxHashMap<Box<str>, u64>, seen: u32 },
-    Frozen { layout: BinLayout, index: FxHashMap<Box<str>, u32>, offset: u32 },
+    Frozen { layout: BinLayout, index: ValueIndex, offset: u32 },
+}
+
+/// The bin of each value of a frozen categorical layout.
+///
+/// Values of up to 15 bytes are kept packed with their length in one integer
+/// ([`pack_short`]) and found by a scan of a few integers: no hashing, and no string of the
+/// heap to compare against (with many models those are cold). Longer values are in a map.
+#[derive(Debug, Default)]
+struct ValueIndex {
+    short: Vec<(u128, u32)>,
+    long: FxHashMap<Box<str>, u32>,
+}
+
+impl ValueIndex {
+    fn insert(&mut self, value: &str, bin: u32) {
+        match pack_short(value) {
+            Some(k) => self.short.push((k, bin)),
+            None => {
+                self.long.insert(value.into(), bin);
+            }
+        }
+    }
+
+    #[inline]
+    fn get(&self, value: &str) -> Option<u32> {
+        match pack_short(value) {
+            Some(k) => self.short.iter().find(|e| e.0 == k).map(|e| e.1),
+            None => self.long.get(value).copied(),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.short.capacity() * size_of::<(u128, u32)>() + self.long.capacity() * 32
+    }
+}
+
+/// A string of at most 15 bytes as one integer: its bytes, then its length in the top byte
+/// (so "a" and "a\0" differ). `None` for a longer string.
+#[inline]
+fn pack_short(value: &str) -> Option<u128> {
+    let b = value.as_bytes();
+    if b.len() > 15 {
+        return None;
+    }
+    let mut k = (b.len() as u128) << 120;
+    for (i, &c) in b.iter().enumerate() {
+        k |= u128::from(c) << (8 * i);
+    }
+    Some(k)
 }
 
 #[derive(Debug)]
@@ -476,12 +525,12 @@ impl ModelBins {
     fn freeze(&mut self, slot: u32, layout: BinLayout, at_ms: i64, at: Option<(u32, i64)>) {
         let offset = self.total_bins;
         self.total_bins += layout.bin_count() as u32;
-        let mut index = FxHashMap::default();
+        let mut index = ValueIndex::default();
         let mut hot = Hot { frozen: true, offset, ..Hot::default() };
         match &layout {
             BinLayout::Categorical { values } => {
                 for (i, v) in values.iter().enumerate() {
-                    index.insert(v.as_str().into(), i as u32);
+                    index.insert(v, i as u32);
                 }
             }
             BinLayout::Numeric { lower, interior, upper } => {
@@ -580,7 +629,7 @@ impl ModelBins {
         let s = &mut self.slots[slot as usize];
         match &mut s.state {
             SlotState::Frozen { layout, index, offset } => {
-                let b = index.get(v).copied().unwrap_or((layout.bin_count() - 1) as u32);
+                let b = index.get(v).unwrap_or((layout.bin_count() - 1) as u32);
                 bins.incr((*offset + b) as usize, self.total_bins as usize);
             }
             SlotState::Collecting { categorical, seen, .. } => {
@@ -804,7 +853,7 @@ impl ModelBins {
                             numeric.capacity() * 8 + categorical.capacity() * 32
                         }
                         SlotState::Frozen { layout, index, .. } => {
-                            layout.bin_count() * 16 + index.capacity() * 32
+                            layout.bin_count() * 16 + index.heap_bytes()
                         }
                     }
             })
@@ -853,6 +902,22 @@ mod tests {
         assert_eq!(counts[11], 0);
         for &c in &counts[1..11] {
             assert!((199..=201).contains(&c), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn value_index_finds_short_and_long_values_and_nothing_else() {
+        let values = ["DE", "", "a", "a\0", "fifteen-bytes-x", "sixteen-bytes-xy", "ü-ß"];
+        let mut index = ValueIndex::default();
+        for (i, v) in values.iter().enumerate() {
+            index.insert(v, i as u32);
+        }
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(index.get(v), Some(i as u32), "{v:?}");
+        }
+        assert_eq!(index.short.len(), 6);
+        for other in ["D", "DE ", "a\0\0", "fifteen-bytes-y", "sixteen-bytes-xz", "ü"] {
+            assert_eq!(index.get(other), None, "{other:?}");
         }
     }
 
