@@ -965,9 +965,25 @@ mod tests {
             }
         }
 
-        fn record(&mut self, r: &InferenceRecord, spec: &DriftSpec, cap: u32, src: (u32, i64)) {
-            self.fast.0.record(r, &mut self.fast.1, spec, cap, src);
-            self.slow.0.record_with::<false>(r, &mut self.slow.1, spec, cap, src);
+        /// Bins `n` records, each filled by `fill` from its index (and offset), both ways, with
+        /// layouts frozen after `edge_samples` values; the layouts, drops and counts of each.
+        fn run(
+            edge_samples: u32,
+            cap: u32,
+            n: usize,
+            mut fill: impl FnMut(&mut InferenceRecord, usize),
+        ) -> [Outcome; 2] {
+            let spec = DriftSpec::new(edge_samples, std::time::Duration::from_secs(60), 4, 3, 1e-4)
+                .expect("valid");
+            let mut twin = Self::new();
+            let mut r = InferenceRecord::default();
+            for i in 0..n {
+                fill(&mut r, i);
+                let src = (0, i as i64);
+                twin.fast.0.record(&r, &mut twin.fast.1, &spec, cap, src);
+                twin.slow.0.record_with::<false>(&r, &mut twin.slow.1, &spec, cap, src);
+            }
+            twin.outcome()
         }
 
         /// Layouts, drops and counts: through shapes, then by name.
@@ -991,26 +1007,17 @@ mod tests {
             picks in proptest::collection::vec((0usize..8, any::<bool>()), 1..300),
             max_features in 2u32..8,
         ) {
-            let spec =
-                DriftSpec::new(25, std::time::Duration::from_secs(60), 4, 3, 1e-4).expect("valid");
-            let mut twin = Twin::new();
-            let mut r = InferenceRecord::default();
-            for (i, &(k, interleave)) in picks.iter().enumerate() {
-                shaped_record(&mut r, &shapes[k % shapes.len()], i as u64, interleave);
-                twin.record(&r, &spec, max_features, (0, i as i64));
-            }
-            let [through_shapes, by_name] = twin.outcome();
+            let [through_shapes, by_name] = Twin::run(25, max_features, picks.len(), |r, i| {
+                let (k, interleave) = picks[i];
+                shaped_record(r, &shapes[k % shapes.len()], i as u64, interleave);
+            });
             prop_assert_eq!(through_shapes, by_name);
         }
     }
 
     #[test]
     fn a_shape_needs_names_back_to_back_not_just_the_same_text() {
-        let spec =
-            DriftSpec::new(10, std::time::Duration::from_secs(60), 4, 3, 1e-4).expect("valid");
-        let mut twin = Twin::new();
-        let mut r = InferenceRecord::default();
-        for i in 0..30 {
+        let [through_shapes, by_name] = Twin::run(10, 10, 30, |r, i| {
             r.clear();
             if i % 2 == 0 {
                 r.push_feature("ab", 1.0);
@@ -1022,9 +1029,7 @@ mod tests {
                 r.set_model("c");
                 r.push_feature("", 3.0);
             }
-            twin.record(&r, &spec, 10, (0, i));
-        }
-        let [through_shapes, by_name] = twin.outcome();
+        });
         assert_eq!(through_shapes.0.len(), 3, "ab, c and the empty name");
         assert_eq!(through_shapes, by_name);
     }
