@@ -197,10 +197,31 @@ impl<'a> Scanner<'a> {
 
     /// A number read as serde_json's `deserialize_f64` reads it (with its `float_roundtrip`
     /// feature: correctly rounded). Numbers out of an `f64`'s range are left to serde_json.
+    ///
+    /// One pass: the sign and integer part are checked against JSON's grammar here (fast_float
+    /// also takes `+1`, `01`, `.5`, `1.`, `inf` and `nan`), then fast_float reads the number
+    /// and says where it ends. An exponent without digits (`1e`) is not taken by fast_float,
+    /// so the `e` is left where the caller finds it and bails.
     #[inline(always)]
     pub(crate) fn f64(&mut self) -> Scan<f64> {
-        let (token, _) = self.number()?;
-        parse_f64(token)
+        self.peek();
+        let b = self.bytes();
+        let from = self.pos;
+        let mut i = from + usize::from(b.get(from) == Some(&b'-'));
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digits(b, i + 1),
+            _ => return Err(Bail),
+        }
+        match b.get(i) {
+            Some(b'0'..=b'9') => return Err(Bail),
+            Some(b'.') if !matches!(b.get(i + 1), Some(b'0'..=b'9')) => return Err(Bail),
+            _ => {}
+        }
+        let (v, n) = fast_float2::parse_partial::<f64, _>(b.get(from..).unwrap_or_default())
+            .map_err(|_| Bail)?;
+        self.pos = from + n;
+        if v.is_finite() { Ok(v) } else { Err(Bail) }
     }
 
     /// An integer read as serde_json's `deserialize_i64` reads it; anything else bails.
@@ -287,6 +308,9 @@ mod tests {
             "1e-400",
             "4.9e-324",
             "1.7976931348623157e308",
+            "0e0",
+            "-0.5E+10",
+            "0.000000000000000000000000000001e30",
         ] {
             let want: f64 = ok.parse().unwrap();
             let got = f(ok).unwrap();
@@ -294,7 +318,10 @@ mod tests {
             let serde: f64 = serde_json::from_str(ok).unwrap();
             assert_eq!(got.to_bits(), serde.to_bits(), "{ok} vs serde_json");
         }
-        for bad in ["", "-", "01", "1.", ".5", "1e", "1e+", "+1", "1x", "NaN", "inf", "1e400"] {
+        for bad in [
+            "", "-", "01", "-01", "00", "1.", "1.e5", ".5", "-.5", "1e", "1e+", "1e5.5", "+1",
+            "1x", "0x1", "NaN", "-inf", "inf", "infinity", "1e400",
+        ] {
             assert_eq!(f(bad), Err(Bail), "{bad}");
         }
     }
