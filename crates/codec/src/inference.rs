@@ -136,15 +136,15 @@ fn precise(mut from: Cursor<'_>, r: &mut InferenceRecord) -> Option<DecodeError>
 
 /// A string read from the payload: its bytes, and the payload from them on.
 #[derive(Debug, Clone, Copy)]
-struct Piece<'a> {
-    bytes: &'a [u8],
-    rest: &'a [u8],
+pub(crate) struct Piece<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) rest: &'a [u8],
 }
 
 impl Piece<'_> {
     /// Copies the string into `r`'s text (see [`InferenceRecord::raw_prefix`]).
     #[inline(always)]
-    fn keep(self, r: &mut InferenceRecord) -> RawText {
+    pub(crate) fn keep(self, r: &mut InferenceRecord) -> RawText {
         r.raw_prefix(self.rest, self.bytes.len())
     }
 }
@@ -191,6 +191,10 @@ fn non_empty_text<'a, const UTF8: bool>(c: &mut Cursor<'a>) -> Result<Piece<'a>,
 /// Reads one JSON object through the fast path (see [`crate::json_scan`]) into `r`. Gives up
 /// on everything the serde path would reject or read differently: what is read here is what
 /// the serde visitor below would have read.
+///
+/// The strings the record keeps are copied raw and validated together at the end
+/// ([`InferenceRecord::finish_raw`]); the others (unknown keys and values, an RFC 3339
+/// `event_time`) are validated where they are read.
 #[inline]
 fn json_fast(text: &[u8], r: &mut InferenceRecord) -> Scan<()> {
     const TIME: u8 = 1;
@@ -198,74 +202,103 @@ fn json_fast(text: &[u8], r: &mut InferenceRecord) -> Scan<()> {
     const VERSION: u8 = 4;
     const LATENCY: u8 = 8;
     const STATUS: u8 = 16;
-    let s = &mut Scanner::new(text)?;
-    r.clear();
+    let s = &mut Scanner::new(text);
+    r.begin_raw();
     let mut seen = 0u8;
     s.eat(b'{')?;
     let mut first = true;
     while let Some(key) = s.key(&mut first)? {
-        match key {
-            "event_time" => {
+        match key.bytes {
+            b"event_time" => {
                 r.event_time_ms = match s.epoch_ms()? {
                     Some(ms) => ms,
                     None => json::rfc3339_ms(s.str()?).map_err(|_| Bail)?,
                 };
                 seen |= TIME;
             }
-            "model" => {
-                r.set_model(check::non_empty(s.str()?).map_err(|_| Bail)?);
+            b"model" => {
+                let t = s.raw_str()?;
+                if t.bytes.is_empty() {
+                    return Err(Bail);
+                }
+                let t = t.keep(r);
+                r.set_model_raw(t);
                 seen |= MODEL;
             }
-            "version" => {
-                r.set_version(check::non_empty(s.str()?).map_err(|_| Bail)?);
+            b"version" => {
+                let t = s.raw_str()?;
+                if t.bytes.is_empty() {
+                    return Err(Bail);
+                }
+                let t = t.keep(r);
+                r.set_version_raw(t);
                 seen |= VERSION;
             }
-            "request_id" => r.set_request_id(s.opt(Scanner::str)?),
-            "latency_ms" => {
+            b"request_id" => {
+                let t = s.opt(Scanner::raw_str)?.map(|t| t.keep(r));
+                r.set_request_id_raw(t);
+            }
+            b"latency_ms" => {
                 r.latency_ms = check::latency(s.f64()?).map_err(|_| Bail)?;
                 seen |= LATENCY;
             }
-            "status" => {
-                r.set_status(s.str()?);
+            b"status" => {
+                let t = s.raw_str()?.keep(r);
+                r.set_status_raw(t);
                 seen |= STATUS;
             }
-            "prediction" => r.prediction = s.opt(Scanner::f64)?,
-            "predicted_label" => r.set_predicted_label(s.opt(Scanner::str)?),
-            "features" => {
+            b"prediction" => r.prediction = s.opt(Scanner::f64)?,
+            b"predicted_label" => {
+                let t = s.opt(Scanner::raw_str)?.map(|t| t.keep(r));
+                r.set_predicted_label_raw(t);
+            }
+            b"features" => {
                 if !s.null()? {
                     s.eat(b'{')?;
                     let mut first = true;
                     while let Some(k) = s.key(&mut first)? {
-                        r.push_feature(k, s.f64()?);
+                        let v = s.f64()?;
+                        let k = k.keep(r);
+                        r.push_feature_raw(k, v);
                     }
                 }
             }
-            "categories" => {
-                if !s.null()? {
-                    s.eat(b'{')?;
-                    let mut first = true;
-                    while let Some(k) = s.key(&mut first)? {
-                        r.push_category(k, s.str()?);
-                    }
-                }
+            b"categories" => json_string_map(s, r, InferenceRecord::push_category_raw)?,
+            b"tokens_in" => r.tokens_in = s.opt(Scanner::i64)?,
+            b"tokens_out" => r.tokens_out = s.opt(Scanner::i64)?,
+            b"ttft_ms" => r.ttft_ms = s.opt(Scanner::f64)?,
+            b"attributes" => json_string_map(s, r, InferenceRecord::push_attribute_raw)?,
+            _ => {
+                std::str::from_utf8(key.bytes).map_err(|_| Bail)?;
+                s.skip_scalar()?;
             }
-            "tokens_in" => r.tokens_in = s.opt(Scanner::i64)?,
-            "tokens_out" => r.tokens_out = s.opt(Scanner::i64)?,
-            "ttft_ms" => r.ttft_ms = s.opt(Scanner::f64)?,
-            "attributes" => {
-                if !s.null()? {
-                    s.eat(b'{')?;
-                    let mut first = true;
-                    while let Some(k) = s.key(&mut first)? {
-                        r.push_attribute(k, s.str()?);
-                    }
-                }
-            }
-            _ => s.skip_scalar()?,
         }
     }
     s.end()?;
-    if seen == TIME | MODEL | VERSION | LATENCY | STATUS { Ok(()) } else { Err(Bail) }
+    if seen != TIME | MODEL | VERSION | LATENCY | STATUS {
+        return Err(Bail);
+    }
+    r.finish_raw().map_err(|_| Bail)
+}
+
+/// A JSON object of strings (or `null`), each (key, value) handed to `push` as raw text.
+#[inline(always)]
+fn json_string_map(
+    s: &mut Scanner<'_>,
+    r: &mut InferenceRecord,
+    push: fn(&mut InferenceRecord, RawText, RawText),
+) -> Scan<()> {
+    if s.null()? {
+        return Ok(());
+    }
+    s.eat(b'{')?;
+    let mut first = true;
+    while let Some(k) = s.key(&mut first)? {
+        let v = s.raw_str()?;
+        let (k, v) = (k.keep(r), v.keep(r));
+        push(r, k, v);
+    }
+    Ok(())
 }
 
 struct Seed<'a> {

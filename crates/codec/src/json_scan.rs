@@ -7,9 +7,11 @@
 //! serde_json, which then yields the value or the precise error (field, line, column). So the
 //! reader needs no error reporting of its own.
 //!
-//! The whole text is validated as UTF-8 once up front (serde_json rejects invalid UTF-8 in
-//! strings, and anywhere else it is a syntax error), so strings and number tokens are borrowed
-//! as `&str` without a check of their own.
+//! UTF-8: serde_json rejects invalid UTF-8 in strings, and anywhere else a byte above ASCII is a
+//! syntax error, which the grammar here bails on. So only strings need a check, and the reader
+//! leaves it to the caller: [`Scanner::raw_str`] hands out a string's bytes as they are, for
+//! strings the record keeps (the record validates all its text in one pass at the end), and
+//! [`Scanner::str`] checks the string it returns, for the few strings that are not kept.
 
 /// The fast path does not handle this input; decode it with serde_json.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,10 +20,12 @@ pub(crate) struct Bail;
 /// The result of one read.
 pub(crate) type Scan<T> = Result<T, Bail>;
 
+use crate::inference::Piece;
+
 /// A read position in one JSON text.
 #[derive(Debug)]
 pub(crate) struct Scanner<'a> {
-    text: &'a str,
+    text: &'a [u8],
     pos: usize,
 }
 
@@ -60,16 +64,15 @@ fn digits(b: &[u8], mut i: usize) -> usize {
 }
 
 impl<'a> Scanner<'a> {
-    /// A scanner over `text`, which must be UTF-8 (else the fast path does not apply).
+    /// A scanner over `text`.
     #[inline]
-    pub(crate) fn new(text: &'a [u8]) -> Scan<Self> {
-        let text = std::str::from_utf8(text).map_err(|_| Bail)?;
-        Ok(Self { text, pos: 0 })
+    pub(crate) fn new(text: &'a [u8]) -> Self {
+        Self { text, pos: 0 }
     }
 
     #[inline(always)]
     fn bytes(&self) -> &'a [u8] {
-        self.text.as_bytes()
+        self.text
     }
 
     #[inline(always)]
@@ -127,23 +130,29 @@ impl<'a> Scanner<'a> {
         if self.null()? { Ok(None) } else { read(self).map(Some) }
     }
 
-    /// A string without escapes or control characters (serde_json rejects those unescaped).
+    /// A string without escapes or control characters (serde_json rejects those unescaped), its
+    /// bytes not checked as UTF-8: the caller checks them (see the module docs).
     #[inline(always)]
-    pub(crate) fn str(&mut self) -> Scan<&'a str> {
+    pub(crate) fn raw_str(&mut self) -> Scan<Piece<'a>> {
         self.eat(b'"')?;
-        let from = self.pos;
-        let n = string_end(self.bytes().get(from..).unwrap_or_default()).ok_or(Bail)?;
-        let to = from + n;
-        if self.bytes().get(to) != Some(&b'"') {
+        let rest = self.bytes().get(self.pos..).unwrap_or_default();
+        let n = string_end(rest).ok_or(Bail)?;
+        if rest.get(n) != Some(&b'"') {
             return Err(Bail);
         }
-        self.pos = to + 1;
-        self.text.get(from..to).ok_or(Bail)
+        self.pos += n + 1;
+        Ok(Piece { bytes: rest.get(..n).ok_or(Bail)?, rest })
+    }
+
+    /// A string as [`Scanner::raw_str`] reads it, checked as UTF-8.
+    #[inline]
+    pub(crate) fn str(&mut self) -> Scan<&'a str> {
+        std::str::from_utf8(self.raw_str()?.bytes).map_err(|_| Bail)
     }
 
     /// The first key of an object (after `{`) or the next one (after `,`); `None` at `}`.
     #[inline(always)]
-    pub(crate) fn key(&mut self, first: &mut bool) -> Scan<Option<&'a str>> {
+    pub(crate) fn key(&mut self, first: &mut bool) -> Scan<Option<Piece<'a>>> {
         if self.peek() == Some(b'}') {
             self.pos += 1;
             return Ok(None);
@@ -152,7 +161,7 @@ impl<'a> Scanner<'a> {
             self.eat(b',')?;
         }
         *first = false;
-        let k = self.str()?;
+        let k = self.raw_str()?;
         self.eat(b':')?;
         Ok(Some(k))
     }
@@ -160,7 +169,7 @@ impl<'a> Scanner<'a> {
     /// A number token checked against JSON's grammar, and whether it is an integer (no
     /// fraction, no exponent).
     #[inline(always)]
-    fn number(&mut self) -> Scan<(&'a str, bool)> {
+    fn number(&mut self) -> Scan<(&'a [u8], bool)> {
         self.peek();
         let b = self.bytes();
         let from = self.pos;
@@ -192,7 +201,7 @@ impl<'a> Scanner<'a> {
             i = d;
         }
         self.pos = i;
-        Ok((self.text.get(from..i).ok_or(Bail)?, integer))
+        Ok((b.get(from..i).ok_or(Bail)?, integer))
     }
 
     /// A number read as serde_json's `deserialize_f64` reads it (with its `float_roundtrip`
@@ -229,7 +238,7 @@ impl<'a> Scanner<'a> {
     pub(crate) fn i64(&mut self) -> Scan<i64> {
         match self.number()? {
             // `-0` is a float to serde_json, not an integer.
-            (t, true) if t != "-0" => t.parse().map_err(|_| Bail),
+            (t, true) if t != b"-0" => parse_i64(t),
             _ => Err(Bail),
         }
     }
@@ -243,9 +252,9 @@ impl<'a> Scanner<'a> {
         }
         match self.number()? {
             // `-0` is a float to serde_json: truncated, it is 0 too.
-            (t, true) => t.parse().map(Some).map_err(|_| Bail),
+            (t, true) => parse_i64(t).map(Some),
             (t, false) => {
-                let v = parse_f64(t)?;
+                let v: f64 = fast_float2::parse(t).map_err(|_| Bail)?;
                 // As the serde path: i64::MAX as f64 rounds up to 2^63, hence `<`.
                 if v >= i64::MIN as f64 && v < i64::MAX as f64 {
                     Ok(Some(v.trunc() as i64))
@@ -269,14 +278,11 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// A number token parsed by the standard library (correctly rounded); out of range bails, as
-/// serde_json errors there.
-#[inline(always)]
-fn parse_f64(token: &str) -> Scan<f64> {
-    match token.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(Bail),
-    }
+/// An integer token (ASCII digits, checked by [`Scanner::number`]); out of range bails, as
+/// serde_json reads it as another type there.
+#[inline]
+fn parse_i64(token: &[u8]) -> Scan<i64> {
+    std::str::from_utf8(token).ok().and_then(|t| t.parse().ok()).ok_or(Bail)
 }
 
 #[cfg(test)]
@@ -285,7 +291,7 @@ mod tests {
     use super::*;
 
     fn f(text: &str) -> Scan<f64> {
-        let mut s = Scanner::new(text.as_bytes())?;
+        let mut s = Scanner::new(text.as_bytes());
         let v = s.f64()?;
         s.end().map(|()| v)
     }
@@ -328,7 +334,7 @@ mod tests {
 
     #[test]
     fn integers_are_what_serde_json_reads_as_i64() {
-        let i = |t: &str| Scanner::new(t.as_bytes())?.i64();
+        let i = |t: &str| Scanner::new(t.as_bytes()).i64();
         assert_eq!(i("42"), Ok(42));
         assert_eq!(i("-42"), Ok(-42));
         assert_eq!(i("0"), Ok(0));
@@ -339,7 +345,7 @@ mod tests {
 
     #[test]
     fn strings_with_escapes_or_control_characters_bail() {
-        let s = |t: &str| Scanner::new(t.as_bytes())?.str().map(str::to_owned);
+        let s = |t: &str| Scanner::new(t.as_bytes()).str().map(str::to_owned);
         assert_eq!(s(r#" "abc" "#), Ok("abc".to_owned()));
         assert_eq!(s(r#""""#), Ok(String::new()));
         assert_eq!(s(r#""a long string with \u00e9 in it""#), Err(Bail));
