@@ -75,8 +75,18 @@ impl<'a> Scanner<'a> {
         self.text
     }
 
+    /// The next byte that is not whitespace, not consumed.
     #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
+        // Compact JSON has no whitespace between tokens: one comparison decides.
+        match self.bytes().get(self.pos) {
+            Some(&c) if c > b' ' => Some(c),
+            _ => self.peek_past_whitespace(),
+        }
+    }
+
+    #[inline]
+    fn peek_past_whitespace(&mut self) -> Option<u8> {
         let b = self.bytes();
         while let Some(&c) = b.get(self.pos) {
             if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
