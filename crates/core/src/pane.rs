@@ -85,9 +85,27 @@ impl PaneStats {
         self.merge_scalars(o);
     }
 
+    /// Adds everything but the bin counts (which a closed pane keeps narrow, apart).
+    pub(crate) fn merge_without_bins(&mut self, o: &PaneStats) {
+        self.latency.merge(&o.latency);
+        self.ttft.merge(&o.ttft);
+        self.merge_counters(o);
+    }
+
     /// Adds everything but the latency buckets (which a window reads through a scratch
     /// histogram instead of re-encoding them).
     pub(crate) fn merge_scalars(&mut self, o: &PaneStats) {
+        self.merge_counters(o);
+        if self.bins.len() < o.bins.len() {
+            self.bins.resize(o.bins.len(), 0);
+        }
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            *a += b;
+        }
+    }
+
+    /// Adds everything but the latency buckets and the bin counts.
+    pub(crate) fn merge_counters(&mut self, o: &PaneStats) {
         self.requests = self.requests.saturating_add(o.requests);
         for &(s, c) in &o.statuses {
             add_status(&mut self.statuses, s, c);
@@ -101,12 +119,6 @@ impl PaneStats {
         self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
         self.route_stable = self.route_stable.saturating_add(o.route_stable);
         self.route_canary = self.route_canary.saturating_add(o.route_canary);
-        if self.bins.len() < o.bins.len() {
-            self.bins.resize(o.bins.len(), 0);
-        }
-        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
-            *a += b;
-        }
         for (id, agg) in &o.metrics {
             match self.metrics.binary_search_by_key(id, |(i, _)| *i) {
                 Ok(i) => self.metrics[i].1.merge(agg),

@@ -220,8 +220,8 @@ struct Contribution {
     counts: PaneCounts,
 }
 
-/// A closed pane's bin counts, kept as u32 (half the memory of a version's unreleased
-/// contributions, which span a whole window) unless one of them does not fit.
+/// A closed pane's bin counts, kept as u32 (half the memory of u64: a version keeps a window of
+/// closed panes, and of unreleased reference contributions) unless one of them does not fit.
 #[derive(Debug, Default)]
 struct PaneCounts {
     narrow: Vec<u32>,
@@ -233,10 +233,45 @@ impl PaneCounts {
     fn set(&mut self, counts: &[u64]) {
         self.narrow.clear();
         self.wide.clear();
-        if counts.iter().all(|&c| u32::try_from(c).is_ok()) {
-            self.narrow.extend(counts.iter().map(|&c| c as u32));
+        self.add(counts);
+    }
+
+    /// Adds `counts` to these, all of them as u64 from the first sum that does not fit a u32.
+    fn add(&mut self, counts: &[u64]) {
+        let now = |i: usize| self.narrow.get(i).map_or(0, |&c| u64::from(c));
+        let fits = self.wide.is_empty()
+            && counts.iter().enumerate().all(|(i, &x)| u32::try_from(now(i) + x).is_ok());
+        if fits {
+            if self.narrow.len() < counts.len() {
+                self.narrow.resize(counts.len(), 0);
+            }
+            for (a, &x) in self.narrow.iter_mut().zip(counts) {
+                *a += x as u32;
+            }
         } else {
-            self.wide.extend_from_slice(counts);
+            if self.wide.is_empty() {
+                self.wide.extend(self.narrow.drain(..).map(u64::from));
+            }
+            if self.wide.len() < counts.len() {
+                self.wide.resize(counts.len(), 0);
+            }
+            for (a, &x) in self.wide.iter_mut().zip(counts) {
+                *a = a.saturating_add(x);
+            }
+        }
+    }
+
+    /// Adds these counts to `totals`, which grows to hold them.
+    fn add_to(&self, totals: &mut Vec<u64>) {
+        let n = self.narrow.len().max(self.wide.len());
+        if totals.len() < n {
+            totals.resize(n, 0);
+        }
+        for (a, &x) in totals.iter_mut().zip(&self.narrow) {
+            *a = a.saturating_add(u64::from(x));
+        }
+        for (a, &x) in totals.iter_mut().zip(&self.wide) {
+            *a = a.saturating_add(x);
         }
     }
 
@@ -287,13 +322,23 @@ struct Reference {
     contributions: Vec<Contribution>,
 }
 
+/// A version's closed pane, merged over partitions: its statistics, whose bin counts are kept
+/// apart in `bins`, narrow (a version keeps a window of these).
+#[derive(Debug)]
+struct ClosedPane {
+    pane: i64,
+    /// Everything but the bin counts (`stats.bins` stays empty).
+    stats: PaneStats,
+    bins: PaneCounts,
+}
+
 #[derive(Debug)]
 struct KeyState {
     model: u32,
     version: Box<str>,
     open: Vec<OpenPane>,
     /// Closed panes merged over partitions, by increasing pane id.
-    closed: VecDeque<(i64, PaneStats)>,
+    closed: VecDeque<ClosedPane>,
     /// Partitions the version was seen in, with the last pane seen there.
     partitions: Vec<(u32, i64)>,
     /// Partitions dropped from `partitions` whose last pane a pending window still holds: their
@@ -968,15 +1013,20 @@ impl Tracker {
             if key.in_window(o.pane) {
                 key.apply_to_window(&o.stats, true, &mut self.merge_scratch);
             }
-            match key.closed.binary_search_by_key(&o.pane, |c| c.0) {
-                Ok(j) => key.closed[j].1.merge(&o.stats),
+            let j = match key.closed.binary_search_by_key(&o.pane, |c| c.pane) {
+                Ok(j) => j,
                 Err(j) => {
-                    let mut s = self.stats_pool.pop().unwrap_or_else(PaneStats::empty);
-                    s.reset();
-                    s.merge(&o.stats);
-                    key.closed.insert(j, (o.pane, s));
+                    let mut stats = self.stats_pool.pop().unwrap_or_else(PaneStats::empty);
+                    stats.reset();
+                    let mut bins = self.count_pool.pop().unwrap_or_default();
+                    bins.set(&[]);
+                    key.closed.insert(j, ClosedPane { pane: o.pane, stats, bins });
+                    j
                 }
-            }
+            };
+            let c = &mut key.closed[j];
+            c.stats.merge_without_bins(&o.stats);
+            c.bins.add(o.stats.bins());
             self.pool.push(o);
         }
 
@@ -1008,7 +1058,7 @@ impl Tracker {
             let first_pane = w.pane_of(end.saturating_sub(w.window_ms()));
             // Jump over empty stretches straight to the first window holding data, closed or
             // still open (a lone old event must not make this loop walk every slide since).
-            let earliest = key.closed.front().map(|c| c.0).into_iter();
+            let earliest = key.closed.front().map(|c| c.pane).into_iter();
             if let Some(p0) = earliest.chain(key.open.iter().map(|o| o.pane)).min() {
                 let first_end = w.pane_end(p0);
                 if end < first_end {
@@ -1018,21 +1068,22 @@ impl Tracker {
             }
             let last_pane = w.pane_of(end) - 1;
             // Bring the running latency window to panes [first_pane, last_pane].
-            for (p, s) in &key.closed {
-                let was = key.in_window(*p);
-                let now = first_pane <= *p && *p <= last_pane;
+            for c in &key.closed {
+                let was = key.in_window(c.pane);
+                let now = first_pane <= c.pane && c.pane <= last_pane;
                 if was != now {
-                    key.window_latency.apply(&s.latency, now, &mut self.merge_scratch);
-                    key.window_ttft.apply(&s.ttft, now, &mut self.merge_scratch);
+                    key.window_latency.apply(&c.stats.latency, now, &mut self.merge_scratch);
+                    key.window_ttft.apply(&c.stats.ttft, now, &mut self.merge_scratch);
                 }
             }
             key.window_panes = (first_pane, last_pane);
-            let window = key.closed.iter().filter(|(p, _)| *p >= first_pane && *p <= last_pane);
+            let window = key.closed.iter().filter(|c| c.pane >= first_pane && c.pane <= last_pane);
             self.scratch.reset();
             let mut any = false;
-            for (_, s) in window {
+            for c in window {
                 any = true;
-                self.scratch.merge_scalars(s);
+                self.scratch.merge_counters(&c.stats);
+                c.bins.add_to(&mut self.scratch.bins);
             }
             // After a restore, windows that need panes before a partition's cutoff cannot be
             // rebuilt whole: the first run wrote them, so they are not emitted again.
@@ -1071,12 +1122,13 @@ impl Tracker {
             key.last_emitted_end = end;
             // Drop panes no later window needs.
             let next_first = w.pane_of(end.saturating_add(slide).saturating_sub(w.window_ms()));
-            while key.closed.front().is_some_and(|(p, _)| *p < next_first) {
-                if let Some((p, s)) = key.closed.pop_front() {
-                    if key.in_window(p) {
-                        key.apply_to_window(&s, false, &mut self.merge_scratch);
+            while key.closed.front().is_some_and(|c| c.pane < next_first) {
+                if let Some(c) = key.closed.pop_front() {
+                    if key.in_window(c.pane) {
+                        key.apply_to_window(&c.stats, false, &mut self.merge_scratch);
                     }
-                    self.stats_pool.push(s);
+                    self.stats_pool.push(c.stats);
+                    self.count_pool.push(c.bins);
                 }
             }
             key.window_panes.0 = key.window_panes.0.max(next_first);
@@ -1222,8 +1274,9 @@ impl Tracker {
         for o in key.open {
             self.pool.push(o);
         }
-        for (_, s) in key.closed {
-            self.stats_pool.push(s);
+        for c in key.closed {
+            self.stats_pool.push(c.stats);
+            self.count_pool.push(c.bins);
         }
         self.free_keys.push(kid as u32);
         self.counters.retain(|c, _| c.0 != kid as u32);
@@ -1573,7 +1626,10 @@ impl Tracker {
             .flatten()
             .map(|k| {
                 k.open.iter().map(|o| o.heap_bytes()).sum::<usize>()
-                    + k.closed.iter().map(|(_, s)| s.heap_bytes()).sum::<usize>()
+                    + k.closed
+                        .iter()
+                        .map(|c| c.stats.heap_bytes() + c.bins.heap_bytes())
+                        .sum::<usize>()
                     + k.reference.counts.capacity() * 8
                     + k.reference.contributions.iter().map(|c| c.counts.heap_bytes()).sum::<usize>()
                     + k.window_latency.heap_bytes()
@@ -1607,5 +1663,29 @@ mod tests {
         c.subtract_from(&mut totals);
         assert_eq!(totals, [0, 2]);
         assert!(c.narrow.is_empty());
+    }
+
+    #[test]
+    fn pane_counts_add_up_narrow_and_widen_when_a_sum_does_not_fit() {
+        let max = u64::from(u32::MAX);
+        let mut c = PaneCounts::default();
+        c.set(&[]);
+        c.add(&[1, 2]);
+        c.add(&[3, 4, max - 5]);
+        assert_eq!((c.narrow.as_slice(), c.wide.len()), (&[4, 6, u32::MAX - 5][..], 0));
+        let mut totals = vec![100];
+        c.add_to(&mut totals);
+        assert_eq!(totals, [104, 6, max - 5]);
+        // The third sum passes u32::MAX: every count goes wide, none is truncated or lost.
+        c.add(&[0, 1, 6]);
+        assert!(c.narrow.is_empty());
+        assert_eq!(c.wide, [4, 7, max + 1]);
+        c.add(&[1]);
+        let mut totals = Vec::new();
+        c.add_to(&mut totals);
+        assert_eq!(totals, [5, 7, max + 1]);
+        let mut back = totals.clone();
+        c.subtract_from(&mut back);
+        assert_eq!(back, [0, 0, 0]);
     }
 }
