@@ -13,14 +13,14 @@
 //! strings the record keeps (the record validates all its text in one pass at the end), and
 //! [`Scanner::str`] checks the string it returns, for the few strings that are not kept.
 
+use crate::inference::Piece;
+
 /// The fast path does not handle this input; decode it with serde_json.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Bail;
 
 /// The result of one read.
 pub(crate) type Scan<T> = Result<T, Bail>;
-
-use crate::inference::Piece;
 
 /// A read position in one JSON text.
 #[derive(Debug)]
