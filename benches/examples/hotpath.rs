@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Knobs (environment): `HOTPATH_JSON` (JSON instead of bare Avro), `HOTPATH_DECODE_ONLY`
-//! (decode, do not record), `HOTPATH_VERSIONS` (1,000; 100 keeps everything in cache).
+//! (decode, do not record), `HOTPATH_VERSIONS` (1,000; 100 keeps everything in cache),
+//! `HOTPATH_RUNS` (events of one version in a row: 1, strict round robin as in `pipeline`; a
+//! keyed producer's batches give runs of about 20).
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example reports on stdout")]
 
@@ -55,8 +57,11 @@ fn main() {
     let t0 = Instant::now();
     let json = std::env::var_os("HOTPATH_JSON").is_some();
     let decode_only = std::env::var_os("HOTPATH_DECODE_ONLY").is_some();
-    let versions = std::env::var("HOTPATH_VERSIONS").ok().and_then(|v| v.parse().ok());
-    let mut work = Workload::new(versions.unwrap_or(1000), 100, START_MS, 42);
+    let knob = |name: &str, default: u64| {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    };
+    let versions = knob("HOTPATH_VERSIONS", 1000) as usize;
+    let mut work = Workload::new(versions, 100, START_MS, 42).with_runs(knob("HOTPATH_RUNS", 1));
     let mut rec = InferenceRecord::default();
     let mut feed = Feed { tracker: Tracker::new(CoreConfig::default()), offset: 0 };
     while work.now_ms() < START_MS + 30_000 {
