@@ -217,20 +217,12 @@ fn json_fast(text: &[u8], r: &mut InferenceRecord) -> Scan<()> {
                 seen |= TIME;
             }
             b"model" => {
-                let t = s.raw_str()?;
-                if t.bytes.is_empty() {
-                    return Err(Bail);
-                }
-                let t = t.keep(r);
+                let t = non_empty_raw(s)?.keep(r);
                 r.set_model_raw(t);
                 seen |= MODEL;
             }
             b"version" => {
-                let t = s.raw_str()?;
-                if t.bytes.is_empty() {
-                    return Err(Bail);
-                }
-                let t = t.keep(r);
+                let t = non_empty_raw(s)?.keep(r);
                 r.set_version_raw(t);
                 seen |= VERSION;
             }
@@ -279,6 +271,13 @@ fn json_fast(text: &[u8], r: &mut InferenceRecord) -> Scan<()> {
         return Err(Bail);
     }
     r.finish_raw().map_err(|_| Bail)
+}
+
+/// A string that must not be empty (`model`, `version`), as raw text.
+#[inline(always)]
+fn non_empty_raw<'a>(s: &mut Scanner<'a>) -> Scan<Piece<'a>> {
+    let t = s.raw_str()?;
+    if t.bytes.is_empty() { Err(Bail) } else { Ok(t) }
 }
 
 /// A JSON object of strings (or `null`), each (key, value) handed to `push` as raw text.

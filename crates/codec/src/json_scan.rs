@@ -63,6 +63,18 @@ fn digits(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Where the optional minus and the integer part of a number starting at `from` end: one `0`,
+/// or a digit from 1 to 9 and any digits after it. Bails when there is none.
+#[inline(always)]
+fn integer_part_end(b: &[u8], from: usize) -> Scan<usize> {
+    let i = from + usize::from(b.get(from) == Some(&b'-'));
+    match b.get(i) {
+        Some(b'0') => Ok(i + 1),
+        Some(b'1'..=b'9') => Ok(digits(b, i + 1)),
+        _ => Err(Bail),
+    }
+}
+
 impl<'a> Scanner<'a> {
     /// A scanner over `text`.
     #[inline]
@@ -183,12 +195,7 @@ impl<'a> Scanner<'a> {
         self.peek();
         let b = self.bytes();
         let from = self.pos;
-        let mut i = from + usize::from(b.get(from) == Some(&b'-'));
-        match b.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => i = digits(b, i + 1),
-            _ => return Err(Bail),
-        }
+        let mut i = integer_part_end(b, from)?;
         let mut integer = true;
         if b.get(i) == Some(&b'.') {
             integer = false;
@@ -226,12 +233,7 @@ impl<'a> Scanner<'a> {
         self.peek();
         let b = self.bytes();
         let from = self.pos;
-        let mut i = from + usize::from(b.get(from) == Some(&b'-'));
-        match b.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => i = digits(b, i + 1),
-            _ => return Err(Bail),
-        }
+        let i = integer_part_end(b, from)?;
         match b.get(i) {
             Some(b'0'..=b'9') => return Err(Bail),
             Some(b'.') if !matches!(b.get(i + 1), Some(b'0'..=b'9')) => return Err(Bail),
