@@ -240,7 +240,10 @@ impl PaneCounts {
     fn add(&mut self, counts: &[u64]) {
         let now = |i: usize| self.narrow.get(i).map_or(0, |&c| u64::from(c));
         let fits = self.wide.is_empty()
-            && counts.iter().enumerate().all(|(i, &x)| u32::try_from(now(i) + x).is_ok());
+            && counts
+                .iter()
+                .enumerate()
+                .all(|(i, &x)| u32::try_from(now(i).saturating_add(x)).is_ok());
         if fits {
             if self.narrow.len() < counts.len() {
                 self.narrow.resize(counts.len(), 0);
@@ -1687,5 +1690,10 @@ mod tests {
         let mut back = totals.clone();
         c.subtract_from(&mut back);
         assert_eq!(back, [0, 0, 0]);
+        // Counts near u64::MAX saturate, as everywhere else, instead of overflowing.
+        let mut huge = PaneCounts::default();
+        huge.set(&[5, 7]);
+        huge.add(&[1, u64::MAX]);
+        assert_eq!(huge.wide, [6, u64::MAX]);
     }
 }
