@@ -80,9 +80,13 @@ impl PaneStats {
 
     /// Adds another pane (or window) into this one.
     pub fn merge(&mut self, o: &PaneStats) {
-        self.latency.merge(&o.latency);
-        self.ttft.merge(&o.ttft);
-        self.merge_scalars(o);
+        self.merge_without_bins(o);
+        if self.bins.len() < o.bins.len() {
+            self.bins.resize(o.bins.len(), 0);
+        }
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            *a += b;
+        }
     }
 
     /// Adds everything but the bin counts (which a closed pane keeps narrow, apart).
@@ -90,18 +94,6 @@ impl PaneStats {
         self.latency.merge(&o.latency);
         self.ttft.merge(&o.ttft);
         self.merge_counters(o);
-    }
-
-    /// Adds everything but the latency buckets (which a window reads through a scratch
-    /// histogram instead of re-encoding them).
-    pub(crate) fn merge_scalars(&mut self, o: &PaneStats) {
-        self.merge_counters(o);
-        if self.bins.len() < o.bins.len() {
-            self.bins.resize(o.bins.len(), 0);
-        }
-        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
-            *a += b;
-        }
     }
 
     /// Adds everything but the latency buckets and the bin counts.
