@@ -11,9 +11,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use modelwatch_benches::Workload;
+use modelwatch_benches::{EngineFeed, Workload};
+use modelwatch_core::CoreConfig;
 use modelwatch_core::event::InferenceRecord;
-use modelwatch_core::{CoreConfig, Output, Source, Tracker};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -45,31 +45,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-struct Null;
-impl Output for Null {}
-
 fn main() {
     const VERSIONS: usize = 1_000;
     let start = 1_700_000_000_000;
     let mut work = Workload::new(VERSIONS, 100, start, 42);
     let mut rec = InferenceRecord::default();
     let before = LIVE.load(Ordering::Relaxed);
-    let mut tracker = Tracker::new(CoreConfig::default());
+    let mut feed = EngineFeed::new(CoreConfig::default());
     let t0 = Instant::now();
-    let mut n: i64 = 0;
     while work.now_ms() < start + 330_000 {
         work.next(&mut rec);
-        tracker.record_inference(
-            Source { partition: 0, offset: n, record_ts_ms: rec.event_time_ms },
-            &rec,
-        );
-        n += 1;
-        if n % 1000 == 0 {
-            tracker.advance(&mut Null);
-            let cp = tracker.checkpoint(0, n);
-            tracker.release(0, &cp);
-        }
+        feed.record(&rec);
     }
+    let (n, tracker) = (feed.offset, &feed.tracker);
     let elapsed = t0.elapsed();
     let live = (LIVE.load(Ordering::Relaxed) - before) as f64;
     let keys = tracker.active_keys();

@@ -2,8 +2,9 @@
 //! 20 numeric and 2 categorical features per record, 100 events/s per version, default window
 //! settings (5 m / 10 s / 5 s), measured in steady state: bin layouts frozen and the pane pool
 //! warm before timing. Encoding the payloads is outside the timed loop; decoding, recording and
-//! the tracker's periodic `advance` (pane closes and window evaluation, every 1,000 events) are
-//! inside it.
+//! the tracker's periodic `advance` (pane closes and window evaluation, every 1,000 events) and
+//! its checkpoints (every 100,000 events: one per second of this load, as the engine takes one
+//! per one-second flush) are inside it.
 //!
 //! Run: `cargo bench -p modelwatch-benches --bench pipeline`.
 
@@ -12,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use modelwatch_benches::{Workload, confluent_frame, encode_avro, encode_json};
+use modelwatch_benches::{EngineFeed, Workload, confluent_frame, encode_avro, encode_json};
 use modelwatch_codec::{DirResolver, Format, InferenceDecoder, inference_log_schema};
 use modelwatch_core::config::DriftSpec;
 use modelwatch_core::event::InferenceRecord;
-use modelwatch_core::{CoreConfig, Output, Source, Tracker, WindowView};
+use modelwatch_core::{CoreConfig, Output, Source, WindowView};
 
 const VERSIONS: usize = 1_000;
 
@@ -31,10 +32,6 @@ fn runs() -> u64 {
 const RATE: u32 = 100;
 const START_MS: i64 = 1_700_000_000_000;
 const BATCH: u64 = 50_000;
-
-/// Discards panes and windows.
-struct Null;
-impl Output for Null {}
 
 /// Computes every drift score a real sink would write (against the reference and against a
 /// baseline count vector), so the window benchmark pays for it.
@@ -65,13 +62,12 @@ enum Enc {
 struct Steady {
     work: Workload,
     rec: InferenceRecord,
-    tracker: Tracker,
+    feed: EngineFeed,
     decoder: InferenceDecoder,
     enc: Enc,
     bytes: Vec<u8>,
     ends: Vec<usize>,
     scratch: Vec<u8>,
-    offset: i64,
 }
 
 fn decoder(enc: Enc) -> InferenceDecoder {
@@ -88,30 +84,17 @@ fn decoder(enc: Enc) -> InferenceDecoder {
     }
 }
 
-/// Records one event, and closes what is due every 1,000 events as the engine would.
-fn record_into(tracker: &mut Tracker, offset: &mut i64, rec: &InferenceRecord) {
-    let src = Source { partition: 0, offset: *offset, record_ts_ms: rec.event_time_ms };
-    *offset += 1;
-    black_box(tracker.record_inference(src, rec));
-    if *offset % 1000 == 0 {
-        tracker.advance(&mut Null);
-        let cp = tracker.checkpoint(0, *offset);
-        tracker.release(0, &cp);
-    }
-}
-
 impl Steady {
     fn new(enc: Enc, cfg: CoreConfig, warm_s: i64) -> Self {
         let mut s = Self {
             work: Workload::new(versions(), RATE, START_MS, 42).with_runs(runs()),
             rec: InferenceRecord::default(),
-            tracker: Tracker::new(cfg),
+            feed: EngineFeed::new(cfg),
             decoder: decoder(enc),
             enc,
             bytes: Vec::new(),
             ends: Vec::new(),
             scratch: Vec::new(),
-            offset: 0,
         };
         // Warm up without encoding: freezes every layout and fills the pools.
         let until = START_MS + warm_s * 1000;
@@ -129,7 +112,7 @@ impl Steady {
     }
 
     fn record(&mut self, rec: &InferenceRecord) {
-        record_into(&mut self.tracker, &mut self.offset, rec);
+        black_box(self.feed.record(rec));
     }
 
     /// Encodes the next `n` events (untimed).
@@ -163,7 +146,7 @@ impl Steady {
                 Err(e) => panic!("benchmark payload failed to decode: {e}"),
             };
             if record {
-                record_into(&mut self.tracker, &mut self.offset, rec);
+                black_box(self.feed.record(rec));
             } else {
                 black_box(rec);
             }
@@ -246,15 +229,15 @@ fn pane_close_and_window(c: &mut Criterion) {
                     s.work.next(&mut s.rec);
                     let src = Source {
                         partition: 0,
-                        offset: s.offset,
+                        offset: s.feed.offset,
                         record_ts_ms: s.rec.event_time_ms,
                     };
-                    s.offset += 1;
-                    s.tracker.record_inference(src, &s.rec);
+                    s.feed.offset += 1;
+                    s.feed.tracker.record_inference(src, &s.rec);
                 }
                 // ...then the close of that slide's panes and windows, timed.
                 let t = Instant::now();
-                s.tracker.advance(&mut sink);
+                s.feed.tracker.advance(&mut sink);
                 total += t.elapsed();
             }
             assert!(sink.scores > 0, "drift was computed");

@@ -6,6 +6,7 @@
 //! shuffle them per record. A test checks it against apache-avro's decoder.
 
 use modelwatch_core::event::InferenceRecord;
+use modelwatch_core::{Admission, CoreConfig, Output, Source, Tracker};
 
 pub mod live;
 
@@ -13,6 +14,53 @@ pub mod live;
 pub const NUMERIC_FEATURES: usize = 20;
 /// Categorical features per record.
 pub const CATEGORICAL_FEATURES: usize = 2;
+
+/// Events between two `advance` calls of [`EngineFeed`]: the engine advances after every batch
+/// it consumes (up to about a thousand records).
+pub const ADVANCE_EVERY: i64 = 1_000;
+
+/// Events between two checkpoints of [`EngineFeed`]: the engine takes one per flush
+/// (`flush_interval`, 1 s by default), and the benchmarks' load brings 100,000 events a second.
+pub const CHECKPOINT_EVERY: i64 = 100_000;
+
+/// Discards panes and windows.
+#[derive(Debug)]
+pub struct Discard;
+impl Output for Discard {}
+
+/// A tracker fed records of partition 0 in offset order, as the engine feeds it: `advance`
+/// every [`ADVANCE_EVERY`] events and a checkpoint (with its release) every
+/// [`CHECKPOINT_EVERY`].
+#[derive(Debug)]
+pub struct EngineFeed {
+    /// The tracker.
+    pub tracker: Tracker,
+    /// The offset of the next record.
+    pub offset: i64,
+}
+
+impl EngineFeed {
+    /// A fresh tracker of `cfg`.
+    pub fn new(cfg: CoreConfig) -> Self {
+        Self { tracker: Tracker::new(cfg), offset: 0 }
+    }
+
+    /// Records `rec` at the next offset, then does what is due.
+    #[inline]
+    pub fn record(&mut self, rec: &InferenceRecord) -> Admission {
+        let src = Source { partition: 0, offset: self.offset, record_ts_ms: rec.event_time_ms };
+        self.offset += 1;
+        let a = self.tracker.record_inference(src, rec);
+        if self.offset % ADVANCE_EVERY == 0 {
+            self.tracker.advance(&mut Discard);
+        }
+        if self.offset % CHECKPOINT_EVERY == 0 {
+            let cp = self.tracker.checkpoint(0, self.offset);
+            self.tracker.release(0, &cp);
+        }
+        a
+    }
+}
 
 /// A small deterministic generator (xorshift64*), so runs are comparable.
 #[derive(Debug, Clone)]
