@@ -16,7 +16,7 @@ pub const NUMERIC_FEATURES: usize = 20;
 pub const CATEGORICAL_FEATURES: usize = 2;
 
 /// Events between two `advance` calls of [`EngineFeed`]: the engine advances after every batch
-/// it consumes (up to about a thousand records).
+/// it consumes (up to `max_batch` records, 2,048 by default).
 pub const ADVANCE_EVERY: i64 = 1_000;
 
 /// Events between two checkpoints of [`EngineFeed`]: the engine takes one per flush

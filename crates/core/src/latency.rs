@@ -333,10 +333,11 @@ impl RunningLatency {
     /// caller's contract; counts saturate at zero otherwise.
     ///
     /// A pane's buckets are mostly in the window already: they are counted in place, in one
-    /// walk along the window's buckets whose branch is taken until the pane's next bucket is
-    /// reached (a merge into a new vector took twice a branch per bucket that a CPU cannot
-    /// predict, and most of a slide's time). The pane's new buckets are then merged in from the
-    /// end, moving only the buckets after the first new one; emptied buckets are dropped.
+    /// walk along the window's buckets that steps on until it reaches the pane's next bucket (a
+    /// merge into a new vector stored every bucket and took branches a CPU cannot predict:
+    /// about half of a slide's time in a profile). The pane's new buckets are then merged in
+    /// from the back, moving only the buckets after the first new one; emptied buckets are
+    /// dropped.
     pub(crate) fn apply(&mut self, b: &LatencyBuckets, add: bool, scratch: &mut Vec<(u32, u32)>) {
         if b.is_empty() {
             return;
@@ -354,7 +355,7 @@ impl RunningLatency {
                     r.1 = if add { r.1.saturating_add(c) } else { r.1.saturating_sub(c) };
                     emptied |= r.1 == 0;
                 }
-                _ if add => scratch.push((bucket, c)),
+                _ if add && c > 0 => scratch.push((bucket, c)),
                 _ => {}
             }
         }
