@@ -48,9 +48,7 @@ impl EngineFeed {
     /// Records `rec` at the next offset, then does what is due.
     #[inline]
     pub fn record(&mut self, rec: &InferenceRecord) -> Admission {
-        let src = Source { partition: 0, offset: self.offset, record_ts_ms: rec.event_time_ms };
-        self.offset += 1;
-        let a = self.tracker.record_inference(src, rec);
+        let a = self.record_only(rec);
         if self.offset % ADVANCE_EVERY == 0 {
             self.tracker.advance(&mut Discard);
         }
@@ -59,6 +57,14 @@ impl EngineFeed {
             self.tracker.release(0, &cp);
         }
         a
+    }
+
+    /// Records `rec` at the next offset and nothing else: no pane closes, no checkpoint.
+    #[inline]
+    pub fn record_only(&mut self, rec: &InferenceRecord) -> Admission {
+        let src = Source { partition: 0, offset: self.offset, record_ts_ms: rec.event_time_ms };
+        self.offset += 1;
+        self.tracker.record_inference(src, rec)
     }
 }
 
