@@ -68,7 +68,6 @@ log "starting Alertmanager in $dir (port $port, resolve_timeout $resolve_timeout
 spawn "$dir/alertmanager.log" "$pidfile" prometheus-alertmanager \
     "--config.file=$config" "--storage.path=$dir/data" \
     "--web.listen-address=$MODELWATCH_HOST:$port" "--cluster.listen-address=" "--log.level=warn"
-wait_started Alertmanager "$dir" "$pidfile" "--config.file=$config" "$dir/alertmanager.log" \
-    "$here/alertmanager-stop.sh" ready
+wait_started Alertmanager "$dir" "$pidfile" "$dir/alertmanager.log" "$here/alertmanager-stop.sh" ready
 log "Alertmanager ready at $url (pid $(cat "$pidfile"), $(($(now_ms) - start)) ms)"
 echo "$url"

@@ -73,7 +73,7 @@ log "starting tansu broker in $dir on $listener (storage $engine)"
 )
 deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
 until port_open "$port" && metadata_ok; do
-    if ! pid_alive "$pidfile" "tansu broker" >/dev/null; then
+    if ! spawned_alive "$pidfile"; then
         log "broker exited during startup; last log lines:"
         tail -n 20 "$dir/broker.log" >&2 || true
         rm -f "$pidfile"

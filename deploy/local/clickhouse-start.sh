@@ -143,7 +143,7 @@ log "starting ClickHouse in $dir (http $http_port, tcp $tcp_port)"
 (cd "$dir" && spawn "$dir/log/stdout.log" "$pidfile" "$server_bin" --config-file="$config")
 deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
 until ping_ok; do
-    if ! pid_alive "$pidfile" "$config" >/dev/null; then
+    if ! spawned_alive "$pidfile"; then
         log "ClickHouse exited during startup; last log lines:"
         tail -n 20 "$dir/log/stdout.log" "$dir/log/clickhouse-server.err.log" >&2 2>/dev/null || true
         rm -f "$pidfile"

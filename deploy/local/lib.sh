@@ -164,15 +164,31 @@ unlock_install() {
     exec 9>&-
 }
 
-# wait_started LABEL DIR PIDFILE MARKER LOGFILE STOP_SCRIPT READY_CMD...: after spawn, polls
-# READY_CMD until it succeeds. Fails with the log's last lines when the process (PIDFILE, MARKER
-# as in pid_alive) exits first; after MODELWATCH_START_TIMEOUT runs STOP_SCRIPT --dir DIR and fails.
+# spawned_alive PIDFILE: succeeds while the process that spawn wrote to PIDFILE has not exited
+# (a zombie counts as exited). For the wait right after spawn only: until the child has called
+# exec, its command line is still its parent's, so pid_alive's MARKER check would take a service
+# that is starting for one that died (seen in CI as "exited during startup" with an empty log).
+# The pid cannot have been reused by then: the pid file was written a moment ago.
+spawned_alive() {
+    local pid stat state
+    pid="$(cat "$1" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+    # Field 2 is the command name in parentheses, which may hold spaces: the state follows it.
+    state="${stat##*) }"
+    state="${state%% *}"
+    [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
+# wait_started LABEL DIR PIDFILE LOGFILE STOP_SCRIPT READY_CMD...: after spawn, polls READY_CMD
+# until it succeeds. Fails with the log's last lines when the process of PIDFILE exits first
+# (spawned_alive); after MODELWATCH_START_TIMEOUT runs STOP_SCRIPT --dir DIR and fails.
 wait_started() {
-    local label="$1" dir="$2" pidfile="$3" marker="$4" logfile="$5" stop="$6" deadline
-    shift 6
+    local label="$1" dir="$2" pidfile="$3" logfile="$4" stop="$5" deadline
+    shift 5
     deadline=$((SECONDS + MODELWATCH_START_TIMEOUT))
     until "$@"; do
-        if ! pid_alive "$pidfile" "$marker" >/dev/null; then
+        if ! spawned_alive "$pidfile"; then
             log "$label exited during startup; last log lines:"
             tail -n 20 "$logfile" >&2 || true
             rm -f "$pidfile"

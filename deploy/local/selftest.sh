@@ -90,6 +90,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# lib.sh's wait after spawn, on stand-in processes (no services needed).
+lib_dir="$(mktemp -d)"
+late_exec_is_waited_for() { # the command line holds the marker only after a late exec
+    (
+        # shellcheck disable=SC2016  # $0 is the child's
+        spawn "$lib_dir/late.log" "$lib_dir/late.pid" bash -c 'sleep 0.5; exec -a "$0-up" sleep 30' mw-selftest
+        # shellcheck disable=SC2317  # called by wait_started
+        up() { tr '\0' ' ' <"/proc/$(cat "$lib_dir/late.pid")/cmdline" 2>/dev/null | grep -qF mw-selftest-up; }
+        wait_started "late exec" "$lib_dir" "$lib_dir/late.pid" "$lib_dir/late.log" true up
+    )
+    local rc=$?
+    kill "$(cat "$lib_dir/late.pid")" 2>/dev/null || true
+    return "$rc"
+}
+early_exit_is_reported() { # fails at once (not at the deadline), with the child's output
+    local out rc=0
+    out="$(
+        MODELWATCH_START_TIMEOUT=30
+        spawn "$lib_dir/exit.log" "$lib_dir/exit.pid" sh -c 'echo boom-from-child; exit 3'
+        wait_started "early exit" "$lib_dir" "$lib_dir/exit.pid" "$lib_dir/exit.log" true false 2>&1
+    )" || rc=$?
+    ((rc != 0)) && grep -q "exited during startup" <<<"$out" && grep -q boom-from-child <<<"$out"
+}
+check "a service that execs late is waited for" late_exec_is_waited_for
+check "a service that exits at start is reported" early_exit_is_reported
+rm -rf "$lib_dir"
+
 # Python client (Debian's librdkafka is too old for tansu; PyPI's confluent-kafka bundles a new one).
 venv="$MODELWATCH_CACHE/pyvenv"
 if ! "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then

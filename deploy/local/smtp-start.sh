@@ -91,6 +91,6 @@ start="$(now_ms)"
 log "starting SMTP server in $dir (port $port, implicit TLS port ${tls_port/#0/-})"
 spawn "$dir/smtp.log" "$pidfile" "$python" -u "$here/smtp_server.py" "${args[@]}"
 smtp_ready() { [[ -f "$dir/ready" ]] && port_open "$port"; }
-wait_started "SMTP server" "$dir" "$pidfile" "$marker" "$dir/smtp.log" "$here/smtp-stop.sh" smtp_ready
+wait_started "SMTP server" "$dir" "$pidfile" "$dir/smtp.log" "$here/smtp-stop.sh" smtp_ready
 log "SMTP server ready at $MODELWATCH_HOST:$port (pid $(cat "$pidfile"), $(($(now_ms) - start)) ms)"
 addresses
