@@ -279,8 +279,11 @@ fn kill_9_after_checkpoints_then_restart_rewrites_identical_rows() {
     let total_b = wait_settled(&b, &b2, requests, Duration::from_secs(150));
     let (consumed_b2, skipped) = (consumed(&b2), b2.metric("modelwatch_events_skipped_total"));
     // The replay started at every checkpoint's resume offset: no record was skipped by the broker.
-    assert!(b2.get("/metrics").unwrap_or_default().contains("modelwatch_resume_gaps_total "));
+    let metrics = b2.get("/metrics").unwrap_or_default();
+    assert!(metrics.contains("modelwatch_resume_gaps_total "));
     assert_eq!(b2.metric("modelwatch_resume_gaps_total"), 0.0);
+    // Published, whatever the transient errors of the kill and restart were.
+    assert!(metrics.contains("modelwatch_kafka_consumer_errors_total "));
     eprintln!("B restarted: {total_b} requests; {}", flow("B2", &b2));
     let st = b2.stop();
     assert!(st.success(), "B exit status {st:?}");

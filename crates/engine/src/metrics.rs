@@ -44,6 +44,14 @@ struct KeyLabel {
     version: String,
 }
 
+/// Adds to `counter` what a running `total` grew by since the last call (`seen` keeps it).
+fn grow_to(counter: &Counter, seen: &AtomicU64, total: u64) {
+    let before = seen.swap(total, Ordering::Relaxed);
+    if total > before {
+        counter.inc_by(total - before);
+    }
+}
+
 fn insert_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -74,6 +82,8 @@ pub struct EngineMetrics {
     keys_evicted: Counter,
     resume_gaps: Counter,
     resume_gaps_seen: AtomicU64,
+    consumer_errors: Counter,
+    consumer_errors_seen: AtomicU64,
     over_feature_cap: Counter,
     active_versions: Gauge,
     several_partitions: Gauge,
@@ -112,6 +122,8 @@ impl Default for EngineMetrics {
             keys_evicted: Counter::default(),
             resume_gaps: Counter::default(),
             resume_gaps_seen: AtomicU64::new(0),
+            consumer_errors: Counter::default(),
+            consumer_errors_seen: AtomicU64::new(0),
             over_feature_cap: Counter::default(),
             active_versions: Gauge::default(),
             several_partitions: Gauge::default(),
@@ -180,6 +192,12 @@ impl EngineMetrics {
             "Restored partitions whose first record came after the checkpoint's resume offset \
              (records not delivered by the broker: panes rebuilt without them)",
             self.resume_gaps.clone(),
+        );
+        r.register(
+            "kafka_consumer_errors",
+            "Errors the Kafka consumer reported (failed fetches, which librdkafka retries; a \
+             steady rise with a growing lag is a partition that does not advance: see the log)",
+            self.consumer_errors.clone(),
         );
         r.register(
             "features_over_cap",
@@ -294,10 +312,12 @@ impl EngineMetrics {
     /// Publishes the pipeline's total of restored partitions whose first record came after the
     /// checkpoint's resume offset.
     pub fn publish_resume_gaps(&self, total: u64) {
-        let before = self.resume_gaps_seen.swap(total, Ordering::Relaxed);
-        if total > before {
-            self.resume_gaps.inc_by(total - before);
-        }
+        grow_to(&self.resume_gaps, &self.resume_gaps_seen, total);
+    }
+
+    /// Publishes the source's total of consumer errors.
+    pub fn publish_consumer_errors(&self, total: u64) {
+        grow_to(&self.consumer_errors, &self.consumer_errors_seen, total);
     }
 
     /// Versions seen in several partitions (the first 100 are listed by label).

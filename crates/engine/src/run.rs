@@ -838,6 +838,7 @@ impl Loop<'_> {
         let p = &self.pipeline;
         self.metrics.publish(p.topics(), p.counts(), p.tracker_stats(), p.active_keys());
         self.metrics.publish_resume_gaps(p.resume_gaps());
+        self.metrics.publish_consumer_errors(self.source.poll_errors());
         self.metrics.set_flow(self.in_flight, self.paused);
         self.metrics.update_checkpoint_age(wall_ms());
         if let Ok(mut pos) = self.positions.lock() {

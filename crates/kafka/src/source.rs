@@ -52,7 +52,7 @@ use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol},
     error::KafkaError,
-    types::RDKafkaRespErr,
+    types::{RDKafkaErrorCode, RDKafkaRespErr},
 };
 
 /// A record read from Kafka, owned.
@@ -611,6 +611,7 @@ impl Source {
             poll_timeout: opts.poll_timeout,
             topics: HashMap::new(),
             paused: HashSet::new(),
+            errors: ErrorReport::default(),
         };
         let thread = std::thread::Builder::new()
             .name("modelwatch-kafka-poll".into())
@@ -774,6 +775,63 @@ struct PollLoop {
     /// One shared name per topic.
     topics: HashMap<String, Arc<str>>,
     paused: HashSet<(String, i32)>,
+    errors: ErrorReport,
+}
+
+/// How often the same consumer error is logged at most: librdkafka reports a failing fetch
+/// every time it retries it, about once a second per partition.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The consumer errors the poll thread logs: each kind at once, then at most once per
+/// [`ERROR_LOG_INTERVAL`], with the count of those not logged in between.
+#[derive(Debug, Default)]
+struct ErrorReport {
+    /// By the error's text: when it was last logged, and how often it came since.
+    kinds: HashMap<String, (Instant, u64)>,
+}
+
+impl ErrorReport {
+    /// Kinds remembered at most (librdkafka's error codes are a few dozen).
+    const MAX_KINDS: usize = 64;
+
+    fn report(&mut self, e: &KafkaError) {
+        if let Some(suppressed) = self.due(e.to_string(), Instant::now()) {
+            Self::log(e, suppressed);
+        }
+    }
+
+    /// Whether an error of `kind` at `now` is logged: `Some` with the number of its kind not
+    /// logged since the last one, or `None` (counted) when one was logged less than
+    /// [`ERROR_LOG_INTERVAL`] ago.
+    fn due(&mut self, kind: String, now: Instant) -> Option<u64> {
+        if let Some((at, suppressed)) = self.kinds.get_mut(&kind) {
+            if now.duration_since(*at) < ERROR_LOG_INTERVAL {
+                *suppressed += 1;
+                return None;
+            }
+            *at = now;
+            return Some(std::mem::take(suppressed));
+        }
+        if self.kinds.len() >= Self::MAX_KINDS {
+            self.kinds.clear();
+        }
+        self.kinds.insert(kind, (now, 0));
+        Some(0)
+    }
+
+    fn log(e: &KafkaError, suppressed: u64) {
+        if let KafkaError::MessageConsumption(RDKafkaErrorCode::NotImplemented) = e {
+            tracing::error!(
+                error = %e,
+                suppressed,
+                "kafka consumer error: librdkafka reports this for a batch compressed with a \
+                 codec this build lacks (zstd); its partition does not advance past it: \
+                 configure the producers with lz4, snappy or gzip"
+            );
+        } else {
+            tracing::warn!(error = %e, suppressed, "kafka consumer error (librdkafka retries)");
+        }
+    }
 }
 
 impl PollLoop {
@@ -852,8 +910,9 @@ impl PollLoop {
             self.drop_revoked(pending);
             match polled {
                 None => break,
-                Some(Err(_)) => {
+                Some(Err(e)) => {
                     self.consumer.context().poll_errors.fetch_add(1, Ordering::Relaxed);
+                    self.errors.report(&e);
                     break;
                 }
                 Some(Ok(m)) => {
@@ -904,6 +963,25 @@ impl PollLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_consumer_error_is_logged_once_per_interval_with_the_count_between() {
+        let mut r = ErrorReport::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let fetch = || "Message consumption error: NotImplemented".to_owned();
+        assert_eq!(r.due(fetch(), at(0)), Some(0), "the first of a kind is logged");
+        assert_eq!(r.due(fetch(), at(1)), None);
+        assert_eq!(r.due(fetch(), at(29)), None);
+        assert_eq!(r.due("another".to_owned(), at(29)), Some(0), "kinds are apart");
+        assert_eq!(r.due(fetch(), at(30)), Some(2), "then with the count not logged");
+        assert_eq!(r.due(fetch(), at(31)), None);
+        assert_eq!(r.due(fetch(), at(70)), Some(1));
+        for k in 0..ErrorReport::MAX_KINDS + 5 {
+            r.due(format!("kind {k}"), at(70));
+        }
+        assert!(r.kinds.len() <= ErrorReport::MAX_KINDS, "bounded");
+    }
 
     #[test]
     fn validation_has_named_errors() {

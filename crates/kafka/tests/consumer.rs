@@ -306,3 +306,78 @@ fn dead_letters_keep_the_bytes_and_carry_provenance_headers() {
     }
     assert_eq!(n, 100);
 }
+
+/// The project's Python (`$MODELWATCH_PYVENV`, default `$MODELWATCH_CACHE/pyvenv`) when it has
+/// confluent-kafka (`deploy/local/selftest.sh` installs it); `None` with a note outside CI.
+fn python_with_confluent_kafka() -> Option<std::path::PathBuf> {
+    let venv =
+        std::env::var_os("MODELWATCH_PYVENV").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            let cache = std::env::var_os("MODELWATCH_CACHE")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap())
+                        .join(".cache/modelwatch")
+                });
+            cache.join("pyvenv")
+        });
+    let python = venv.join("bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import confluent_kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} cannot import confluent_kafka but CI=true (deploy/local/selftest.sh installs it)",
+        python.display()
+    );
+    eprintln!("note: skipping: {} cannot import confluent_kafka", python.display());
+    None
+}
+
+/// Our librdkafka is built without zstd (see the README). A zstd batch is not delivered and
+/// the records after it in its partition wait: nothing is skipped, and the consumer errors
+/// librdkafka reports on every retry of the fetch are counted (the engine publishes the count
+/// as `modelwatch_kafka_consumer_errors_total`; the poll thread logs the cause).
+#[test]
+fn a_zstd_batch_holds_its_partition_and_counts_consumer_errors() {
+    let Some(brokers) = real_broker() else { return };
+    let Some(python) = python_with_confluent_kafka() else { return };
+    let topic = fresh("mw-src-zstd");
+    create_topic(&brokers, &topic, 1);
+    // Three batches of ten, produced by confluent-kafka (its librdkafka has zstd): lz4, zstd, lz4.
+    let script = r#"
+import sys
+from confluent_kafka import Producer
+brokers, topic = sys.argv[1], sys.argv[2]
+for n, codec in enumerate(["lz4", "zstd", "lz4"]):
+    p = Producer({"bootstrap.servers": brokers, "compression.type": codec, "linger.ms": 50})
+    for i in range(10):
+        p.produce(topic, value=f"{codec}:{n * 10 + i}".encode(), partition=0)
+    assert p.flush(30) == 0, "undelivered"
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &brokers, &topic])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "produce: {}", String::from_utf8_lossy(&out.stderr));
+
+    let source = Source::start(&options(&brokers, &fresh("g"), &topic), |_, _| None).unwrap();
+    let got = collect(&source, 10, Duration::from_secs(30));
+    let values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap()).into_owned())
+        .collect();
+    assert_eq!(values, (0..10).map(|i| format!("lz4:{i}")).collect::<Vec<_>>());
+    // The zstd batch: errors, and neither it nor the lz4 batch behind it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source.poll_errors() < 2 && Instant::now() < deadline {
+        let more = collect(&source, 1, Duration::from_millis(500));
+        assert!(more.is_empty(), "delivered past the zstd batch: {more:?}");
+    }
+    assert!(source.poll_errors() >= 2, "errors: {}", source.poll_errors());
+    assert!(collect(&source, 1, Duration::from_secs(2)).is_empty());
+    source.close().unwrap();
+}
