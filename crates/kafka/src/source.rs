@@ -9,8 +9,9 @@
 //!   offset (the checkpoint's `R`) and starts there; `None` falls back to the committed offset,
 //!   then to `auto_offset_reset`;
 //! - records of one partition arrive in offset order, in [`SourceEvent::Batch`]es of at most
-//!   `max_batch` records (and some 64 MiB of keys and payloads), through a channel of `channel_capacity` events: when the caller falls
-//!   behind, the poll thread waits instead of buffering more;
+//!   `max_batch` records (and some 64 MiB of keys and payloads), through a channel of
+//!   `channel_capacity` events: when the caller falls behind, the poll thread waits instead of
+//!   buffering more;
 //! - on revocation the poll thread sends [`SourceEvent::Revoked`] after every batch already
 //!   handed over and blocks the rebalance until the caller calls [`Revoked::ack`] (or drops
 //!   it, or `revoke_timeout` passes), so the caller can finish those batches, checkpoint and
