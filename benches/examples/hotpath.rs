@@ -17,7 +17,16 @@
 //! (decode, do not record), `HOTPATH_VERSIONS` (1,000; 100 keeps everything in cache),
 //! `HOTPATH_RUNS` (events of one version in a row: 1, strict round robin as in `pipeline`; a
 //! keyed producer's batches give runs of about 20), `HOTPATH_PASSES` and `HOTPATH_PER_PASS`
-//! (on a noisy machine, many short passes give a steadier best: 40 of 50,000).
+//! (on a noisy machine, many short passes give a steadier best: 40 of 50,000),
+//! `HOTPATH_WARMUP_S` (seconds of event time before the passes, 30).
+//!
+//! Instructions per event, which do not depend on what else the machine is doing (valgrind
+//! counts them; `benches/instructions.sh` runs this and divides):
+//!
+//! ```sh
+//! HOTPATH_PASSES=1 HOTPATH_PER_PASS=100000 valgrind --tool=callgrind \
+//!     --toggle-collect='hotpath::pass' target/release/examples/hotpath
+//! ```
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example reports on stdout")]
 
@@ -42,7 +51,8 @@ fn main() {
     let mut work = Workload::new(versions, 100, START_MS, 42).with_runs(knob("HOTPATH_RUNS", 1));
     let mut rec = InferenceRecord::default();
     let mut feed = EngineFeed::new(CoreConfig::default());
-    while work.now_ms() < START_MS + 30_000 {
+    let warm_up_ms = knob("HOTPATH_WARMUP_S", 30) as i64 * 1000;
+    while work.now_ms() < START_MS + warm_up_ms {
         work.next(&mut rec);
         feed.record(&rec);
     }
@@ -66,20 +76,37 @@ fn main() {
     let mut times = Vec::new();
     for (bytes, ends) in &passes {
         let t = Instant::now();
-        let mut start = 0;
-        for &end in ends {
-            let r = decoder.decode_one(&bytes[start..end]).expect("the workload's records decode");
-            start = end;
-            if decode_only {
-                std::hint::black_box(r);
-            } else {
-                std::hint::black_box(feed.record(r));
-            }
-        }
+        pass(&mut decoder, &mut feed, bytes, ends, decode_only);
         times.push(t.elapsed().as_nanos() as f64 / per_pass as f64);
     }
     let all: Vec<String> = times.iter().map(|ns| format!("{ns:.0}")).collect();
     times.sort_by(f64::total_cmp);
     let (best, median) = (times[0], times[times.len() / 2]);
     println!("best {best:.0} ns/event, median {median:.0}, passes [{}]", all.join(" "));
+    eprintln!("passes end at {} ms", t0.elapsed().as_millis());
+    // Dropping the tracker returns its memory to the system, which a profile would see.
+    std::process::exit(0);
+}
+
+/// One timed pass: decodes (and records) the pre-encoded records. Kept out of line so that
+/// `valgrind --tool=callgrind --toggle-collect='hotpath::pass'` counts exactly its
+/// instructions (see the module doc).
+#[inline(never)]
+fn pass(
+    decoder: &mut InferenceDecoder,
+    feed: &mut EngineFeed,
+    bytes: &[u8],
+    ends: &[usize],
+    decode_only: bool,
+) {
+    let mut start = 0;
+    for &end in ends {
+        let r = decoder.decode_one(&bytes[start..end]).expect("the workload's records decode");
+        start = end;
+        if decode_only {
+            std::hint::black_box(r);
+        } else {
+            std::hint::black_box(feed.record(r));
+        }
+    }
 }

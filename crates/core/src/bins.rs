@@ -326,6 +326,12 @@ pub(crate) struct ModelBins {
     shapes: Vec<Shape>,
     /// The shape replaced when a new one is recorded (round robin).
     next_shape: usize,
+    /// Bumped whenever a slot starts or stops counting (it freezes, is restored, waits for its
+    /// freezing event again or stops waiting): compiled [`Cell`]s of an older generation are
+    /// compiled again before use.
+    generation: u64,
+    /// The prediction's cell, compiled at `prediction_cell.0`.
+    prediction_cell: (u64, Option<Cell>),
     /// Per position of the record being binned the slow way, its slot (the plan of a new shape).
     plan_scratch: Vec<u32>,
     total_bins: u32,
@@ -361,6 +367,75 @@ struct Shape {
     plan: Vec<u32>,
     /// Positions over the feature cap (each is counted as a drop per record).
     capped: u64,
+    /// The counted positions compiled into cells, valid while `cells_gen` is the model's
+    /// generation; empty when one of them cannot be (see [`Cell::new`]): those records take
+    /// the general path.
+    cells: Vec<Cell>,
+    cells_gen: u64,
+}
+
+impl Shape {
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity()
+            + self.ends.capacity() * 4
+            + self.plan.capacity() * 4
+            + self.cells.capacity() * size_of::<Cell>()
+    }
+}
+
+/// Never a model's generation: a shape's cells are compiled before their first use.
+const NOT_COMPILED: u64 = u64::MAX;
+
+/// Edges a [`Cell`] holds: `lower`, up to 13 interior edges (up to 14 bins; the default of 10
+/// bins has 9) and the double after `upper`, then at least one +inf.
+const CELL_EDGES: usize = 16;
+
+/// A frozen numeric layout compiled for binning: the bin of a finite value is the number of
+/// edges at or below it, found by a branchless search of four steps (four compares and
+/// conditional moves, no branch to mispredict on the underflow and overflow bins).
+///
+/// The edges are `lower`, the interior edges, and the smallest double above `upper`, then
+/// +inf (which no finite value reaches). With the edges sorted, a value below `lower` is below
+/// every edge (bin 0), one above `upper` is at or above all but the padding (the overflow
+/// bin), and one in between counts `lower` and the interior edges at or below it: that is
+/// [`BinLayout::numeric_bin`], which a property test checks.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    edges: [f64; CELL_EDGES],
+    /// The layout's first bin in the model's flat vectors.
+    offset: u32,
+    /// The value's position among the record's numeric features.
+    pos: u32,
+}
+
+impl Cell {
+    /// The cell of a numeric layout, or `None` when it has too many edges or edges out of
+    /// order (a restored layout could), which the general path bins.
+    fn new(lower: f64, interior: &[f64], upper: f64, offset: u32, pos: u32) -> Option<Self> {
+        if interior.len() + 2 >= CELL_EDGES {
+            return None;
+        }
+        let mut edges = [f64::INFINITY; CELL_EDGES];
+        edges[0] = lower;
+        edges[1..=interior.len()].copy_from_slice(interior);
+        edges[interior.len() + 1] = upper.next_up();
+        // Sorted (NaN fails too): the edges at or below a value are a prefix.
+        let sorted = edges.windows(2).all(|w| w[0] <= w[1]) && lower <= upper;
+        sorted.then_some(Self { edges, offset, pos })
+    }
+
+    /// The flat bin of a finite value: the length of the prefix of edges at or below it
+    /// (at most 15: the last edge is +inf).
+    #[inline(always)]
+    fn bin(&self, x: f64) -> usize {
+        let mut below = 0;
+        for half in [8, 4, 2, 1] {
+            // A branch here would be mispredicted about half the time.
+            let step = std::hint::select_unpredictable(self.edges[below + half - 1] <= x, half, 0);
+            below += step;
+        }
+        self.offset as usize + below
+    }
 }
 
 /// How many of the sorted `edges` are `<= x`. A binary search is a chain of dependent loads
@@ -432,6 +507,8 @@ impl ModelBins {
             record_seq: 0,
             shapes: Vec::new(),
             next_shape: 0,
+            generation: 0,
+            prediction_cell: (NOT_COMPILED, None),
             plan_scratch: Vec::new(),
             total_bins: 0,
             user_features: 0,
@@ -469,6 +546,7 @@ impl ModelBins {
             self.hot[slot as usize].frozen = false;
             self.slots[slot as usize].pending = f.frozen_at;
         }
+        self.generation += 1;
         true
     }
 
@@ -483,6 +561,7 @@ impl ModelBins {
                 self.hot[i].frozen = false;
             }
         }
+        self.generation += 1;
     }
 
     /// A restored slot waiting for its freezing event: `true` while `src` is at or before it
@@ -497,6 +576,7 @@ impl ModelBins {
         }
         s.pending = None;
         self.hot[slot as usize].frozen = true;
+        self.generation += 1;
         false
     }
 
@@ -545,6 +625,7 @@ impl ModelBins {
             }
         }
         self.hot[slot as usize] = hot;
+        self.generation += 1;
         let s = &mut self.slots[slot as usize];
         s.state = SlotState::Frozen { layout, index, offset };
         s.frozen_at_ms = at_ms;
@@ -685,12 +766,28 @@ impl ModelBins {
         if let Some(k) = known {
             // Same iteration order as below, so that layouts freezing in one record take their
             // ranges in the same order whichever way the record is binned.
-            let shapes = std::mem::take(&mut self.shapes);
-            let shape = &shapes[k];
+            let mut shapes = std::mem::take(&mut self.shapes);
+            let shape = &mut shapes[k];
             self.drops.over_feature_cap += shape.capped;
-            for (&slot, x) in shape.plan.iter().zip(rec.feature_values()).rev() {
-                if slot != NO_SLOT {
-                    self.numeric(slot, x, bins, spec, at, src);
+            if shape.cells_gen != self.generation {
+                self.compile(shape);
+            }
+            if shape.cells.is_empty() {
+                for (&slot, x) in shape.plan.iter().zip(rec.feature_values()).rev() {
+                    if slot != NO_SLOT {
+                        self.numeric(slot, x, bins, spec, at, src);
+                    }
+                }
+            } else {
+                // Every counted position is frozen: nothing can freeze, so order is free.
+                let total = self.total_bins as usize;
+                for c in &shape.cells {
+                    let x = rec.feature_value(c.pos as usize);
+                    if x.is_finite() {
+                        bins.incr(c.bin(x), total);
+                    } else {
+                        self.drops.non_finite += 1;
+                    }
                 }
             }
             self.shapes = shapes;
@@ -703,7 +800,13 @@ impl ModelBins {
             }
         }
         if let Some(p) = rec.prediction {
-            self.numeric(self.prediction, p, bins, spec, at, src);
+            if self.prediction_cell.0 != self.generation {
+                self.prediction_cell = (self.generation, self.cell(self.prediction, 0));
+            }
+            match self.prediction_cell.1 {
+                Some(c) if p.is_finite() => bins.incr(c.bin(p), self.total_bins as usize),
+                _ => self.numeric(self.prediction, p, bins, spec, at, src),
+            }
         }
         if let Some(l) = rec.predicted_label() {
             self.categorical(self.label, l, bins, spec, at, src);
@@ -780,6 +883,35 @@ impl ModelBins {
         }
     }
 
+    /// Compiles the cells of a shape's counted positions for this generation; none when one
+    /// of them is not counting or cannot be compiled.
+    #[cold]
+    #[inline(never)]
+    fn compile(&self, shape: &mut Shape) {
+        shape.cells_gen = self.generation;
+        shape.cells.clear();
+        for (pos, &slot) in shape.plan.iter().enumerate() {
+            if slot == NO_SLOT {
+                continue;
+            }
+            match self.cell(slot, pos as u32) {
+                Some(c) => shape.cells.push(c),
+                None => {
+                    shape.cells.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The cell of a numeric slot that is counting (frozen, not waiting for its freezing
+    /// event), or `None`.
+    fn cell(&self, slot: u32, pos: u32) -> Option<Cell> {
+        let h = self.hot.get(slot as usize).filter(|h| h.frozen)?;
+        let interior = self.edges.get(h.edges_start as usize..)?.get(..h.edges_len as usize)?;
+        Cell::new(h.lower, interior, h.upper, h.offset, pos)
+    }
+
     /// Remembers the shape of `rec`'s numeric feature names with its plan, in place of the
     /// oldest one (reusing its buffers).
     fn remember_shape(&mut self, rec: &InferenceRecord, plan: &[u32], capped: u64) {
@@ -793,6 +925,7 @@ impl ModelBins {
             shape.plan.clear();
             shape.plan.extend_from_slice(plan);
             shape.capped = capped;
+            shape.cells_gen = NOT_COMPILED;
             self.next_shape = (self.next_shape + 1) % MAX_SHAPES;
         } else if fresh {
             self.shapes.pop();
@@ -859,6 +992,9 @@ impl ModelBins {
             })
             .sum::<usize>()
             + self.slots.capacity() * size_of::<Slot>()
+            + self.hot.capacity() * size_of::<Hot>()
+            + self.edges.capacity() * 8
+            + self.shapes.iter().map(Shape::heap_bytes).sum::<usize>()
     }
 
     #[cfg(test)]
@@ -922,6 +1058,21 @@ mod tests {
     }
 
     #[test]
+    fn layouts_out_of_order_or_too_fine_are_not_compiled_into_cells() {
+        let interior: Vec<f64> = (1..=13).map(f64::from).collect();
+        assert!(Cell::new(0.0, &interior, 14.0, 0, 0).is_some(), "14 bins fit");
+        let finer: Vec<f64> = (1..=14).map(f64::from).collect();
+        assert!(Cell::new(0.0, &finer, 15.0, 0, 0).is_none(), "15 bins do not");
+        // Restored layouts are not checked: edges out of order or NaN take the general path.
+        assert!(Cell::new(0.0, &[2.0, 1.0], 3.0, 0, 0).is_none());
+        assert!(Cell::new(0.0, &[5.0], 3.0, 0, 0).is_none());
+        assert!(Cell::new(0.0, &[f64::NAN], 3.0, 0, 0).is_none());
+        assert!(Cell::new(4.0, &[], 3.0, 0, 0).is_none());
+        let c = Cell::new(f64::MIN, &[0.0], f64::MAX, 3, 0).expect("extreme but ordered");
+        assert_eq!([c.bin(f64::MIN), c.bin(-1.0), c.bin(0.0), c.bin(f64::MAX)], [4, 4, 5, 5]);
+    }
+
+    #[test]
     fn categorical_top_k_is_deterministic() {
         let l = BinLayout::categorical_from_counts([("b", 5), ("a", 5), ("c", 9), ("d", 1)], 3);
         assert_eq!(l, BinLayout::Categorical { values: vec!["c".into(), "a".into(), "b".into()] });
@@ -968,13 +1119,14 @@ mod tests {
         /// Bins `n` records, each filled by `fill` from its index (and offset), both ways, with
         /// layouts frozen after `edge_samples` values; the layouts, drops and counts of each.
         fn run(
-            edge_samples: u32,
+            (edge_samples, bins): (u32, u16),
             cap: u32,
             n: usize,
             mut fill: impl FnMut(&mut InferenceRecord, usize),
         ) -> [Outcome; 2] {
-            let spec = DriftSpec::new(edge_samples, std::time::Duration::from_secs(60), 4, 3, 1e-4)
-                .expect("valid");
+            let spec =
+                DriftSpec::new(edge_samples, std::time::Duration::from_secs(60), bins, 3, 1e-4)
+                    .expect("valid");
             let mut twin = Self::new();
             let mut r = InferenceRecord::default();
             for i in 0..n {
@@ -1006,8 +1158,11 @@ mod tests {
                 proptest::collection::vec(0..NAMES.len(), 0..6), 1..8),
             picks in proptest::collection::vec((0usize..8, any::<bool>()), 1..300),
             max_features in 2u32..8,
+            // 4 bins compile into cells, 20 do not (too many edges for one)
+            bins in prop_oneof![Just(4u16), Just(20)],
         ) {
-            let [through_shapes, by_name] = Twin::run(25, max_features, picks.len(), |r, i| {
+            let spec = (25, bins);
+            let [through_shapes, by_name] = Twin::run(spec, max_features, picks.len(), |r, i| {
                 let (k, interleave) = picks[i];
                 shaped_record(r, &shapes[k % shapes.len()], i as u64, interleave);
             });
@@ -1017,7 +1172,7 @@ mod tests {
 
     #[test]
     fn a_shape_needs_names_back_to_back_not_just_the_same_text() {
-        let [through_shapes, by_name] = Twin::run(10, 10, 30, |r, i| {
+        let [through_shapes, by_name] = Twin::run((10, 4), 10, 30, |r, i| {
             r.clear();
             if i % 2 == 0 {
                 r.push_feature("ab", 1.0);
@@ -1104,6 +1259,29 @@ mod tests {
     }
 
     proptest! {
+        /// A compiled cell bins every finite value as its layout does, at, just below and just
+        /// above every edge too.
+        #[test]
+        fn cells_bin_exactly_as_layouts_do(
+            mut samples in prop::collection::vec(
+                prop_oneof![-1e6f64..1e6, (-4i32..4).prop_map(f64::from)], 1..300),
+            probes in prop::collection::vec(-2e6f64..2e6, 0..100),
+            bins in 2u16..20,
+        ) {
+            let l = BinLayout::numeric_from_samples(&mut samples, bins);
+            let BinLayout::Numeric { lower, interior, upper } = &l else { unreachable!() };
+            let Some(cell) = Cell::new(*lower, interior, *upper, 7, 0) else {
+                prop_assert!(interior.len() + 2 >= CELL_EDGES);
+                return Ok(());
+            };
+            let near = |e: f64| [e.next_down(), e, e.next_up()];
+            let edges = interior.iter().chain([lower, upper]).flat_map(|&e| near(e));
+            let extremes = [f64::MAX, f64::MIN, f64::MIN_POSITIVE, 0.0, -0.0];
+            for x in probes.into_iter().chain(edges).chain(extremes) {
+                prop_assert_eq!(Some(cell.bin(x) - 7), l.numeric_bin(x), "x = {}", x);
+            }
+        }
+
         #[test]
         fn every_finite_value_has_exactly_one_bin(
             mut samples in prop::collection::vec(-1e6f64..1e6, 1..500),

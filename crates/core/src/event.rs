@@ -393,6 +393,11 @@ impl InferenceRecord {
         ends.extend(self.features.iter().map(|&(span, _)| span.end - base));
         true
     }
+    /// The value of the numeric feature at position `i` (NaN past the end).
+    #[inline(always)]
+    pub(crate) fn feature_value(&self, i: usize) -> f64 {
+        self.features.get(i).map_or(f64::NAN, |f| f.1)
+    }
     /// The numeric features' values, in the order they were decoded.
     #[inline]
     pub(crate) fn feature_values(
