@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DriftSpec;
-use crate::event::InferenceRecord;
+use crate::event::{InferenceRecord, Key16};
 use crate::pane::BinCounts;
 
 /// What a binned distribution describes.
@@ -332,6 +332,11 @@ pub(crate) struct ModelBins {
     generation: u64,
     /// The prediction's cell, compiled at `prediction_cell.0`.
     prediction_cell: (u64, Option<Cell>),
+    /// Per position of a record's categorical features, the name last counted there and its
+    /// compiled lookup (see [`CatCell`]).
+    cat_cells: Vec<Option<CatCell>>,
+    /// The predicted label's lookup, compiled at `label_table.0`.
+    label_table: (u64, Option<CatTable>),
     /// Per position of the record being binned the slow way, its slot (the plan of a new shape).
     plan_scratch: Vec<u32>,
     total_bins: u32,
@@ -372,6 +377,92 @@ struct Shape {
     /// the general path.
     cells: Vec<Cell>,
     cells_gen: u64,
+}
+
+/// The categorical feature a position of a model's records held last, compiled for
+/// `generation`: its name, its slot, and its lookup when the slot is counting.
+#[derive(Debug)]
+struct CatCell {
+    name: Key16,
+    slot: u32,
+    generation: u64,
+    table: Option<CatTable>,
+}
+
+/// Slots of a [`CatTable`]'s hash (a power of two).
+const CAT_SLOTS: usize = 64;
+/// Values of up to 16 bytes a [`CatTable`] takes (a larger top-k takes the general path).
+const CAT_MAX_VALUES: usize = 24;
+
+/// A frozen categorical layout compiled for lookup: a collision-free multiplicative hash of
+/// its values (the multiplier is searched for when the table is built), so that a value's bin
+/// takes one hash, one load and one comparison, without the data-dependent branches of a scan
+/// (which a CPU mispredicts on every other event when values arrive in random order).
+#[derive(Debug)]
+struct CatTable {
+    mult: u64,
+    /// Per hash slot, the value's index in `dense`, 0 when empty.
+    slots: [u8; CAT_SLOTS],
+    /// [`Key16::NONE`] (which no key equals), then the layout's values in bin order; a value
+    /// over 16 bytes is [`Key16::NONE`] too (a short key cannot equal it).
+    dense: Vec<Key16>,
+    /// The layout's first bin in the model's flat vectors.
+    offset: u32,
+    /// The "other" bin within the layout.
+    other: u32,
+}
+
+impl CatTable {
+    /// The table of a layout's values, or `None` when there are too many or no multiplier
+    /// separates them.
+    fn new(values: &[String], offset: u32) -> Option<Self> {
+        if values.len() > CAT_MAX_VALUES {
+            return None;
+        }
+        let mut dense = vec![Key16::NONE];
+        dense.extend(values.iter().map(|v| Key16::of(v.as_bytes()).unwrap_or(Key16::NONE)));
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        'search: for _ in 0..1_000 {
+            // splitmix64: deterministic candidates.
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let mult = (z ^ (z >> 31)) | 1;
+            let mut slots = [0u8; CAT_SLOTS];
+            for (j, &k) in dense.iter().enumerate().skip(1) {
+                if k == Key16::NONE {
+                    continue;
+                }
+                let h = Self::slot(k, mult);
+                if slots[h] != 0 {
+                    continue 'search;
+                }
+                slots[h] = j as u8;
+            }
+            let other = values.len() as u32;
+            return Some(Self { mult, slots, dense, offset, other });
+        }
+        None
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.dense.capacity() * size_of::<Key16>()
+    }
+
+    #[inline(always)]
+    fn slot(k: Key16, mult: u64) -> usize {
+        (k.fold().wrapping_mul(mult) >> (64 - CAT_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// The flat bin of a value of at most 16 bytes.
+    #[inline(always)]
+    fn bin(&self, k: Key16) -> usize {
+        let j = usize::from(self.slots[Self::slot(k, self.mult) % CAT_SLOTS]);
+        let hit = self.dense.get(j).is_some_and(|d| *d == k);
+        let b = std::hint::select_unpredictable(hit, (j as u32).wrapping_sub(1), self.other);
+        (self.offset + b) as usize
+    }
 }
 
 impl Shape {
@@ -509,6 +600,8 @@ impl ModelBins {
             next_shape: 0,
             generation: 0,
             prediction_cell: (NOT_COMPILED, None),
+            cat_cells: Vec::new(),
+            label_table: (NOT_COMPILED, None),
             plan_scratch: Vec::new(),
             total_bins: 0,
             user_features: 0,
@@ -743,9 +836,11 @@ impl ModelBins {
         self.record_with::<true>(rec, bins, spec, max_features, src);
     }
 
-    /// [`ModelBins::record`]; without `SHAPES`, every name is looked at (tests compare the two).
+    /// [`ModelBins::record`]; without `COMPILED`, every name is looked at and every value binned
+    /// by its layout, not through remembered shapes and compiled cells and tables (tests
+    /// compare the two).
     #[inline(always)]
-    fn record_with<const SHAPES: bool>(
+    fn record_with<const COMPILED: bool>(
         &mut self,
         rec: &InferenceRecord,
         bins: &mut BinCounts,
@@ -758,7 +853,7 @@ impl ModelBins {
         // decoded by apache-avro or kept by most producers would); stamps mark slots seen.
         self.record_seq = self.record_seq.wrapping_add(1);
         let seq = self.record_seq;
-        let known = if SHAPES {
+        let known = if COMPILED {
             self.shapes.iter().position(|s| rec.has_feature_shape(&s.text, &s.ends))
         } else {
             None
@@ -794,13 +889,38 @@ impl ModelBins {
         } else {
             self.numeric_by_name(rec, bins, spec, max_features, seq, src);
         }
-        for (i, (name, v)) in rec.categories().enumerate().rev() {
-            if let Ok(slot) = self.slot_at(i, name, FeatureKind::Categorical, max_features, seq) {
+        let total = self.total_bins as usize;
+        for (i, (name, value)) in rec.category_keys().enumerate().rev() {
+            let cell = self.cat_cells.get(i).and_then(Option::as_ref).filter(|_| COMPILED);
+            if let Some(c) =
+                cell.filter(|c| Some(c.name) == name && c.generation == self.generation)
+                && let Some(table) = &c.table
+            {
+                if std::mem::replace(&mut self.stamps[c.slot as usize], seq) == seq {
+                    // Repeated later in the record, which counted it.
+                    continue;
+                }
+                match value {
+                    Some(v) => bins.incr(table.bin(v), total),
+                    None => {
+                        // A value over 16 bytes: the layout's index has the long ones.
+                        let (slot, (_, v)) = (c.slot, rec.category(i));
+                        self.categorical(slot, v, bins, spec, at, src);
+                    }
+                }
+                continue;
+            }
+            let (name_text, v) = rec.category(i);
+            let kind = FeatureKind::Categorical;
+            if let Ok(slot) = self.slot_at(i, name_text, kind, max_features, seq) {
                 self.categorical(slot, v, bins, spec, at, src);
+                if let Some(name) = name {
+                    self.compile_category(i, name, slot);
+                }
             }
         }
         if let Some(p) = rec.prediction {
-            if self.prediction_cell.0 != self.generation {
+            if self.prediction_cell.0 != self.generation && COMPILED {
                 self.prediction_cell = (self.generation, self.cell(self.prediction, 0));
             }
             match self.prediction_cell.1 {
@@ -808,8 +928,47 @@ impl ModelBins {
                 _ => self.numeric(self.prediction, p, bins, spec, at, src),
             }
         }
-        if let Some(l) = rec.predicted_label() {
-            self.categorical(self.label, l, bins, spec, at, src);
+        if let Some(label) = rec.label_key() {
+            if self.label_table.0 != self.generation && COMPILED {
+                self.label_table = (self.generation, self.table(self.label));
+            }
+            match (&self.label_table.1, label) {
+                (Some(t), Some(k)) => bins.incr(t.bin(k), self.total_bins as usize),
+                _ => {
+                    let l = rec.predicted_label().unwrap_or_default();
+                    self.categorical(self.label, l, bins, spec, at, src);
+                }
+            }
+        }
+    }
+
+    /// Remembers that position `i` of the model's records holds the categorical feature
+    /// `name` in `slot`, with the slot's lookup when it is counting.
+    #[cold]
+    #[inline(never)]
+    fn compile_category(&mut self, i: usize, name: Key16, slot: u32) {
+        let current = self.cat_cells.get(i).and_then(Option::as_ref);
+        if current
+            .is_some_and(|c| c.name == name && c.slot == slot && c.generation == self.generation)
+        {
+            return;
+        }
+        if self.cat_cells.len() <= i {
+            self.cat_cells.resize_with(i + 1, || None);
+        }
+        let table = self.table(slot);
+        self.cat_cells[i] = Some(CatCell { name, slot, generation: self.generation, table });
+    }
+
+    /// The lookup of a categorical slot that is counting (frozen, not waiting for its
+    /// freezing event), or `None`.
+    fn table(&self, slot: u32) -> Option<CatTable> {
+        let h = self.hot.get(slot as usize).filter(|h| h.frozen)?;
+        match &self.slots.get(slot as usize)?.state {
+            SlotState::Frozen { layout: BinLayout::Categorical { values }, .. } => {
+                CatTable::new(values, h.offset)
+            }
+            _ => None,
         }
     }
 
@@ -995,6 +1154,15 @@ impl ModelBins {
             + self.hot.capacity() * size_of::<Hot>()
             + self.edges.capacity() * 8
             + self.shapes.iter().map(Shape::heap_bytes).sum::<usize>()
+            + self.cat_cells.capacity() * size_of::<Option<CatCell>>()
+            + self
+                .cat_cells
+                .iter()
+                .flatten()
+                .filter_map(|c| c.table.as_ref())
+                .map(CatTable::heap_bytes)
+                .sum::<usize>()
+            + self.label_table.1.as_ref().map_or(0, CatTable::heap_bytes)
     }
 
     #[cfg(test)]
@@ -1073,6 +1241,25 @@ mod tests {
     }
 
     #[test]
+    fn cat_tables_find_every_short_value_and_send_the_rest_to_other() {
+        let values = ["DE", "US", "", "sixteen-bytes-xy", "over-sixteen-bytes", "a", "DE\0"];
+        let values: Vec<String> = values.map(String::from).to_vec();
+        let t = CatTable::new(&values, 5).expect("seven values separate");
+        for (i, v) in values.iter().enumerate() {
+            match Key16::of(v.as_bytes()) {
+                Some(k) => assert_eq!(t.bin(k), 5 + i, "{v:?}"),
+                None => assert!(v.len() > 16),
+            }
+        }
+        for other in ["D", "DE\0\0", "us", "sixteen-bytes-xz", "b", "over-sixteen-byt"] {
+            let k = Key16::of(other.as_bytes()).expect("short");
+            assert_eq!(t.bin(k), 5 + values.len(), "{other:?}");
+        }
+        let many: Vec<String> = (0..=CAT_MAX_VALUES).map(|i| i.to_string()).collect();
+        assert!(CatTable::new(&many, 0).is_none());
+    }
+
+    #[test]
     fn categorical_top_k_is_deterministic() {
         let l = BinLayout::categorical_from_counts([("b", 5), ("a", 5), ("c", 9), ("d", 1)], 3);
         assert_eq!(l, BinLayout::Categorical { values: vec!["c".into(), "a".into(), "b".into()] });
@@ -1096,7 +1283,18 @@ mod tests {
                 r.push_category("c", "v");
             }
         }
-        r.push_category("country", ["DE", "US", "FR"][(seed % 3) as usize]);
+        // Short and long (over 16 bytes) names and values, a name repeated in some records.
+        r.push_category(
+            "country",
+            ["DE", "US", "FR", "a value of over 16 bytes"][(seed % 4) as usize],
+        );
+        if !seed.is_multiple_of(5) {
+            r.push_category("merchant_category_code", ["5411", "5812", ""][(seed % 3) as usize]);
+        }
+        if seed.is_multiple_of(7) {
+            r.push_category("country", "GB");
+        }
+        r.set_predicted_label(Some(["fraud", "legit", "legit"][(seed % 3) as usize]));
         r.prediction = Some((seed % 10) as f64 / 10.0);
     }
 

@@ -23,6 +23,39 @@ impl fmt::Debug for Span {
     }
 }
 
+/// A string of at most 16 bytes as a value that compares in two instructions: its bytes
+/// (zero past its length) and its length. Categorical names and values are mostly this short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key16 {
+    bytes: u128,
+    len: u32,
+}
+
+impl Key16 {
+    /// Equal to no key of a string.
+    pub(crate) const NONE: Self = Self { bytes: 0, len: u32::MAX };
+
+    /// The key of `s`, `None` when it is longer than 16 bytes.
+    pub(crate) fn of(s: &[u8]) -> Option<Self> {
+        let mut block = [0u8; 16];
+        block.get_mut(..s.len())?.copy_from_slice(s);
+        Some(Self { bytes: u128::from_le_bytes(block), len: s.len() as u32 })
+    }
+
+    /// The key of the first `len` bytes of a 16-byte block.
+    #[inline(always)]
+    fn prefix(block: &[u8; 16], len: u32) -> Self {
+        let mask = u128::MAX.checked_shr(128 - 8 * len).unwrap_or(0);
+        Self { bytes: u128::from_le_bytes(*block) & mask, len }
+    }
+
+    /// 64 bits mixing the bytes and the length (for a multiplicative hash).
+    #[inline(always)]
+    pub(crate) fn fold(self) -> u64 {
+        (self.bytes as u64) ^ ((self.bytes >> 64) as u64).rotate_left(23) ^ u64::from(self.len)
+    }
+}
+
 /// The text arena shared by the spans of one record.
 ///
 /// Text is normally pushed as `&str`. A decoder may instead push raw bytes ([`RawText`]) and
@@ -41,6 +74,21 @@ impl Arena {
         let start = self.text.len() as u32;
         self.text.push_str(s);
         Span { start, end: self.text.len() as u32 }
+    }
+
+    /// The key of a span of at most 16 bytes (see [`Key16`]): one 16-byte load where the text
+    /// goes on for 16 bytes from the span's start, as it does for all but the last strings.
+    #[inline(always)]
+    fn key16(&self, span: Span) -> Option<Key16> {
+        let len = span.end.wrapping_sub(span.start);
+        if len > 16 {
+            return None;
+        }
+        let from = self.text.as_bytes().get(span.start as usize..).unwrap_or_default();
+        match from.first_chunk::<16>() {
+            Some(block) => Some(Key16::prefix(block, len)),
+            None => Key16::of(from.get(..len as usize).unwrap_or_default()),
+        }
     }
 
     #[inline]
@@ -411,6 +459,26 @@ impl InferenceRecord {
         &self,
     ) -> impl DoubleEndedIterator<Item = (&str, &str)> + ExactSizeIterator + '_ {
         self.categories.iter().map(|&(n, v)| (self.arena.get(n), self.arena.get(v)))
+    }
+    /// The categorical features' names and values as [`Key16`]s (`None` for a string over 16
+    /// bytes), in the order they were decoded.
+    #[inline]
+    pub(crate) fn category_keys(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (Option<Key16>, Option<Key16>)> + ExactSizeIterator + '_
+    {
+        self.categories.iter().map(|&(n, v)| (self.arena.key16(n), self.arena.key16(v)))
+    }
+    /// The categorical feature at position `i`: its name and value (`""` past the end).
+    #[inline]
+    pub(crate) fn category(&self, i: usize) -> (&str, &str) {
+        self.categories.get(i).map_or(("", ""), |&(n, v)| (self.arena.get(n), self.arena.get(v)))
+    }
+    /// The predicted label's [`Key16`]: `None` without a label, `Some(None)` for one over 16
+    /// bytes.
+    #[inline]
+    pub(crate) fn label_key(&self) -> Option<Option<Key16>> {
+        self.predicted_label.map(|s| self.arena.key16(s))
     }
     /// Slicing attributes in the order they were decoded.
     #[inline]
