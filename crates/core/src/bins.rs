@@ -482,8 +482,8 @@ const NOT_COMPILED: u64 = u64::MAX;
 const CELL_EDGES: usize = 16;
 
 /// A frozen numeric layout compiled for binning: the bin of a finite value is the number of
-/// edges at or below it, found by a branchless search of four steps (four compares and
-/// conditional moves, no branch to mispredict on the underflow and overflow bins).
+/// edges at or below it, found in two rounds of independent comparisons (no branch to
+/// mispredict on the underflow and overflow bins).
 ///
 /// The edges are `lower`, the interior edges, and the smallest double above `upper`, then
 /// +inf (which no finite value reaches). With the edges sorted, a value below `lower` is below
@@ -516,16 +516,17 @@ impl Cell {
     }
 
     /// The flat bin of a finite value: the length of the prefix of edges at or below it
-    /// (at most 15: the last edge is +inf).
+    /// (at most 15: the last edge is +inf). Two rounds of three independent comparisons: the
+    /// last edge of each group of four gives the group, then the group's first three edges
+    /// give the place in it (a binary search would chain four dependent loads).
     #[inline(always)]
     fn bin(&self, x: f64) -> usize {
-        let mut below = 0;
-        for half in [8, 4, 2, 1] {
-            // A branch here would be mispredicted about half the time.
-            let step = std::hint::select_unpredictable(self.edges[below + half - 1] <= x, half, 0);
-            below += step;
-        }
-        self.offset as usize + below
+        let e = &self.edges;
+        let group = 4 * (usize::from(e[3] <= x) + usize::from(e[7] <= x) + usize::from(e[11] <= x));
+        let within = usize::from(e[group] <= x)
+            + usize::from(e[group + 1] <= x)
+            + usize::from(e[group + 2] <= x);
+        self.offset as usize + group + within
     }
 }
 
