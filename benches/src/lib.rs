@@ -59,6 +59,15 @@ impl EngineFeed {
         a
     }
 
+    /// What [`EngineFeed::record`] does besides recording, at once: `advance` (pane closes and,
+    /// past a slide, the evaluation of every window), then a checkpoint and its release. A
+    /// benchmark of recording alone calls it between timed batches.
+    pub fn maintain(&mut self) {
+        self.tracker.advance(&mut Discard);
+        let cp = self.tracker.checkpoint(0, self.offset);
+        self.tracker.release(0, &cp);
+    }
+
     /// Records `rec` at the next offset and nothing else: no pane closes, no checkpoint.
     #[inline]
     pub fn record_only(&mut self, rec: &InferenceRecord) -> Admission {
