@@ -192,7 +192,18 @@ pub(crate) fn field<'a, T>(
     name: &'static str,
     read: impl FnOnce(&mut Cursor<'a>) -> Result<T, Fail>,
 ) -> Result<T, DecodeError> {
-    read(c).map_err(|Fail(p, at)| DecodeError::field(name, p, Position::Byte(at)))
+    match read(c) {
+        Ok(v) => Ok(v),
+        Err(fail) => Err(field_error(name, fail)),
+    }
+}
+
+/// The error of [`field`], out of line: the fast path reads some forty fields, and their error
+/// paths inline would spread its hot code over many more cache lines.
+#[cold]
+#[inline(never)]
+fn field_error(name: &'static str, Fail(p, at): Fail) -> DecodeError {
+    DecodeError::field(name, p, Position::Byte(at))
 }
 
 /// A string read that must not be empty.
