@@ -59,21 +59,32 @@ impl Key16 {
 /// The text arena shared by the spans of one record.
 ///
 /// Text is normally pushed as `&str`. A decoder may instead push raw bytes ([`RawText`]) and
-/// validate the whole arena once at the end ([`InferenceRecord::finish_raw`]): one UTF-8 pass
-/// over a few hundred bytes instead of one call per string.
+/// validate the whole arena once at the end ([`InferenceRecord::finish_raw`]): one pass over a
+/// few hundred bytes (an ASCII check, for almost every record) instead of one call per string.
+///
+/// The text is kept as bytes, valid UTF-8 with every span on char boundaries once validated
+/// (and always for text pushed as `&str`): the hot path compares names and values as bytes,
+/// and only what is read as `&str` is checked again (a few short strings, off the hot path),
+/// instead of the whole text being checked a second time to make a `String` of it.
 #[derive(Default, Clone)]
 struct Arena {
-    text: String,
-    /// The arena's buffer while raw bytes are being pushed (`text` is empty meanwhile).
-    raw: Vec<u8>,
+    bytes: Vec<u8>,
+    /// Raw bytes were pushed and not validated yet: every span reads as empty.
+    raw: bool,
 }
 
 impl Arena {
     #[inline]
     fn push(&mut self, s: &str) -> Span {
-        let start = self.text.len() as u32;
-        self.text.push_str(s);
-        Span { start, end: self.text.len() as u32 }
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(s.as_bytes());
+        Span { start, end: self.bytes.len() as u32 }
+    }
+
+    /// The text once validated (empty while raw bytes are being pushed).
+    #[inline(always)]
+    fn text(&self) -> &[u8] {
+        if self.raw { &[] } else { &self.bytes }
     }
 
     /// The key of a span of at most 16 bytes (see [`Key16`]): one 16-byte load where the text
@@ -84,82 +95,85 @@ impl Arena {
         if len > 16 {
             return None;
         }
-        let from = self.text.as_bytes().get(span.start as usize..).unwrap_or_default();
+        let from = self.text().get(span.start as usize..).unwrap_or_default();
         match from.first_chunk::<16>() {
             Some(block) => Some(Key16::prefix(block, len)),
             None => Key16::of(from.get(..len as usize).unwrap_or_default()),
         }
     }
 
+    /// A span's bytes (empty while raw bytes are being pushed, or for a span out of range).
+    #[inline(always)]
+    fn bytes(&self, span: Span) -> &[u8] {
+        self.text().get(span.start as usize..span.end as usize).unwrap_or_default()
+    }
+
     #[inline]
     fn get(&self, span: Span) -> &str {
-        // Spans are made at char boundaries; `get` keeps a misuse (reading while raw bytes are
-        // being pushed) from panicking.
-        self.text.get(span.start as usize..span.end as usize).unwrap_or("")
+        // Valid by construction; checking a short string again costs a few instructions.
+        std::str::from_utf8(self.bytes(span)).unwrap_or("")
     }
 
     fn clear(&mut self) {
-        if self.text.capacity() < self.raw.capacity() {
-            // Left in raw mode: take the buffer back.
-            self.raw.clear();
-            self.text = String::from_utf8(std::mem::take(&mut self.raw)).unwrap_or_default();
-        }
-        self.text.clear();
+        self.bytes.clear();
+        self.raw = false;
     }
 
     fn begin_raw(&mut self) {
-        self.raw = std::mem::take(&mut self.text).into_bytes();
-        self.raw.clear();
+        self.bytes.clear();
+        self.raw = true;
     }
 
     #[inline]
     fn push_raw(&mut self, b: &[u8]) -> Span {
-        let start = self.raw.len() as u32;
-        self.raw.extend_from_slice(b);
-        Span { start, end: self.raw.len() as u32 }
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(b);
+        Span { start, end: self.bytes.len() as u32 }
     }
 
     /// [`Arena::push_raw`] of the first `len` bytes of `src`. A short string followed by enough
     /// bytes is copied as a fixed 16-byte block and cut back (a few moves instead of a call to
     /// `memcpy`, for each of a record's thirty-odd strings).
-    #[inline]
+    #[inline(always)]
     fn push_raw_prefix(&mut self, src: &[u8], len: usize) -> Span {
-        let start = self.raw.len();
+        let start = self.bytes.len();
         match src.first_chunk::<16>() {
             Some(block) if len <= 16 => {
-                self.raw.extend_from_slice(block);
-                self.raw.truncate(start + len);
+                self.bytes.extend_from_slice(block);
+                self.bytes.truncate(start + len);
             }
-            _ => self.raw.extend_from_slice(src.get(..len).unwrap_or(src)),
+            _ => self.bytes.extend_from_slice(src.get(..len).unwrap_or(src)),
         }
-        Span { start: start as u32, end: self.raw.len() as u32 }
+        Span { start: start as u32, end: self.bytes.len() as u32 }
+    }
+
+    /// Whether the raw bytes are all ASCII (then valid, every byte a char boundary).
+    #[inline]
+    fn raw_is_ascii(&self) -> bool {
+        self.bytes.is_ascii()
     }
 
     /// Validates the raw bytes as one string. `boundaries_ok` says whether every span starts and
-    /// ends on a char boundary (then every span is valid UTF-8 on its own).
+    /// ends on a char boundary (then every span is valid UTF-8 on its own). On error the text
+    /// is dropped: every span reads as empty.
     fn finish_raw(&mut self, boundaries_ok: bool) -> Result<(), RawTextError> {
-        match String::from_utf8(std::mem::take(&mut self.raw)) {
-            Ok(text) => self.text = text,
-            Err(e) => {
-                let valid_up_to = e.utf8_error().valid_up_to();
-                self.raw = e.into_bytes();
-                self.raw.clear();
-                self.text = String::from_utf8(std::mem::take(&mut self.raw)).unwrap_or_default();
-                return Err(RawTextError::InvalidUtf8 { offset: valid_up_to });
-            }
+        self.raw = false;
+        let result = match std::str::from_utf8(&self.bytes) {
+            Err(e) => Err(RawTextError::InvalidUtf8 { offset: e.valid_up_to() }),
+            Ok(_) if !boundaries_ok => Err(RawTextError::SplitCharacter),
+            Ok(_) => Ok(()),
+        };
+        if result.is_err() {
+            self.bytes.clear();
         }
-        if !boundaries_ok {
-            self.text.clear();
-            return Err(RawTextError::SplitCharacter);
-        }
-        Ok(())
+        result
     }
 
     /// Whether both ends of a span are char boundaries of the raw bytes (a byte that is not a
     /// UTF-8 continuation byte, or the end).
     #[inline]
     fn raw_boundaries(&self, s: Span) -> bool {
-        let at = |i: u32| self.raw.get(i as usize).is_none_or(|&c| (c as i8) >= -0x40);
+        let at = |i: u32| self.bytes.get(i as usize).is_none_or(|&c| (c as i8) >= -0x40);
         at(s.start) & at(s.end)
     }
 }
@@ -297,9 +311,10 @@ impl InferenceRecord {
     pub fn finish_raw(&mut self) -> Result<(), RawTextError> {
         // Plain loops: this runs for every record and an iterator chain cost a third of it.
         let a = &self.arena;
-        if a.raw.is_ascii() {
-            // Every byte is a char boundary.
-            return self.arena.finish_raw(true);
+        if a.raw_is_ascii() {
+            // Valid, and every byte is a char boundary.
+            self.arena.raw = false;
+            return Ok(());
         }
         let mut ok = a.raw_boundaries(self.model)
             & a.raw_boundaries(self.version)
@@ -369,6 +384,27 @@ impl InferenceRecord {
     pub fn model(&self) -> &str {
         self.arena.get(self.model)
     }
+    /// The model name's bytes (valid UTF-8, not checked again).
+    #[inline]
+    pub(crate) fn model_bytes(&self) -> &[u8] {
+        self.arena.bytes(self.model)
+    }
+    /// The version's bytes (valid UTF-8, not checked again).
+    #[inline]
+    pub(crate) fn version_bytes(&self) -> &[u8] {
+        self.arena.bytes(self.version)
+    }
+    /// The status's bytes (valid UTF-8, not checked again).
+    #[inline]
+    pub(crate) fn status_bytes(&self) -> &[u8] {
+        self.arena.bytes(self.status)
+    }
+    /// The bytes of one attribute's value (the last one when repeated).
+    #[inline]
+    pub(crate) fn attribute_bytes(&self, name: &[u8]) -> Option<&[u8]> {
+        let a = &self.arena;
+        self.attributes.iter().rev().find(|&&(n, _)| a.bytes(n) == name).map(|&(_, v)| a.bytes(v))
+    }
     /// The model version.
     #[inline]
     pub fn version(&self) -> &str {
@@ -418,7 +454,7 @@ impl InferenceRecord {
             ok &= (span.start == at) & (span.end == base.wrapping_add(end));
             at = span.end;
         }
-        ok && self.arena.text.as_bytes().get(base as usize..at as usize) == Some(text)
+        ok && self.arena.text().get(base as usize..at as usize) == Some(text)
     }
     /// The shape of the numeric features' names for [`InferenceRecord::has_feature_shape`],
     /// written into `text` and `ends`; `false` (and nothing written) when the names do not lie
@@ -432,7 +468,7 @@ impl InferenceRecord {
             }
             at = span.end;
         }
-        let Some(names) = self.arena.text.as_bytes().get(base as usize..at as usize) else {
+        let Some(names) = self.arena.text().get(base as usize..at as usize) else {
             return false;
         };
         text.clear();
@@ -591,7 +627,7 @@ impl MetricRecord {
     /// Forgets the content, keeps the capacity.
     #[inline]
     pub fn clear(&mut self) {
-        self.arena.text.clear();
+        self.arena.clear();
         self.event_time_ms = 0;
         self.model = Span::default();
         self.version = Span::default();
@@ -735,6 +771,30 @@ mod tests {
     }
 
     #[test]
+    fn byte_accessors_read_what_the_str_accessors_read() {
+        let mut r = InferenceRecord::default();
+        r.set_model("fraud-détecteur");
+        r.set_version("v1");
+        r.set_status("ok");
+        r.push_attribute("route", "stable");
+        r.push_attribute("host", "h");
+        r.push_attribute("route", "canary");
+        assert_eq!(r.model_bytes(), r.model().as_bytes());
+        assert_eq!(r.version_bytes(), b"v1");
+        assert_eq!(r.status_bytes(), b"ok");
+        assert_eq!(r.attribute_bytes(b"route"), Some(&b"canary"[..]));
+        assert_eq!(r.attribute("route"), Some("canary"));
+        assert_eq!(r.attribute_bytes(b"region"), None);
+        // Raw text not validated yet reads as empty, as bytes too.
+        r.begin_raw();
+        let m = r.raw(b"m");
+        r.set_model_raw(m);
+        assert_eq!((r.model(), r.model_bytes()), ("", &b""[..]));
+        assert_eq!(r.finish_raw(), Ok(()));
+        assert_eq!((r.model(), r.model_bytes()), ("m", &b"m"[..]));
+    }
+
+    #[test]
     fn clear_keeps_capacity_and_forgets_content() {
         let mut r = InferenceRecord::default();
         r.set_model("fraud");
@@ -745,10 +805,10 @@ mod tests {
         assert_eq!(r.model(), "fraud");
         assert_eq!(r.features().collect::<Vec<_>>(), vec![("amount", 12.5)]);
         assert_eq!(r.attribute("route"), Some("canary"));
-        let cap = r.arena.text.capacity();
+        let cap = r.arena.bytes.capacity();
         r.clear();
         assert_eq!(r.model(), "");
         assert_eq!(r.features().len(), 0);
-        assert_eq!(r.arena.text.capacity(), cap);
+        assert_eq!(r.arena.bytes.capacity(), cap);
     }
 }

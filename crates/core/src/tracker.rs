@@ -311,7 +311,8 @@ const OTHER: &str = "__other__";
 #[derive(Debug)]
 struct ModelState {
     name: Box<str>,
-    versions: FxHashMap<Box<str>, u32>,
+    /// Keys by version name (as bytes).
+    versions: FxHashMap<Box<[u8]>, u32>,
     bins: ModelBins,
 }
 
@@ -413,7 +414,8 @@ pub struct Tracker {
     epsilon: Epsilon,
     quantizer: Quantizer,
     models: Vec<ModelState>,
-    model_ids: FxHashMap<Box<str>, u32>,
+    /// Model ids by name (as bytes: the hot path reads names as bytes).
+    model_ids: FxHashMap<Box<[u8]>, u32>,
     keys: Vec<Option<KeyState>>,
     free_keys: Vec<u32>,
     partitions: Vec<PartitionState>,
@@ -581,8 +583,8 @@ impl Tracker {
         &mut self,
         src: Source,
         t: i64,
-        model: &str,
-        version: &str,
+        model: &[u8],
+        version: &[u8],
     ) -> Result<(u32, Admitted), Admission> {
         let a = self.admit(src, t)?;
         match self.key_for(model, version, a.pane, src.partition) {
@@ -609,7 +611,7 @@ impl Tracker {
             versions: FxHashMap::default(),
             bins: ModelBins::new(),
         });
-        self.model_ids.insert(model.into(), id);
+        self.model_ids.insert(model.as_bytes().into(), id);
         Some(id)
     }
 
@@ -617,14 +619,14 @@ impl Tracker {
     #[inline]
     fn key_for(
         &mut self,
-        model: &str,
-        version: &str,
+        model: &[u8],
+        version: &[u8],
         pane: i64,
         partition: u32,
     ) -> Result<u32, Admission> {
         let mid = match self.model_ids.get(model) {
             Some(&m) => m,
-            None => match self.new_model(model) {
+            None => match self.new_model(std::str::from_utf8(model).unwrap_or_default()) {
                 Some(m) => m,
                 None => {
                     self.stats.over_model_cap += 1;
@@ -632,10 +634,27 @@ impl Tracker {
                 }
             },
         };
-        let m = &mut self.models[mid as usize];
-        if let Some(&k) = m.versions.get(version) {
+        if let Some(&k) = self.models[mid as usize].versions.get(version) {
             return Ok(k);
         }
+        self.new_key(mid, model, version, pane, partition)
+    }
+
+    /// Admits a new key (model `mid` is admitted), when under the caps.
+    #[cold]
+    #[inline(never)]
+    fn new_key(
+        &mut self,
+        mid: u32,
+        model: &[u8],
+        version: &[u8],
+        pane: i64,
+        partition: u32,
+    ) -> Result<u32, Admission> {
+        // Names reach the tracker from validated records.
+        let model = std::str::from_utf8(model).unwrap_or_default();
+        let version = std::str::from_utf8(version).unwrap_or_default();
+        let m = &mut self.models[mid as usize];
         // Versions with a preloaded reference were admitted before: their slots are reserved.
         let preloaded = self.preload_refs.get(model);
         let reserved = preloaded.map_or(0, |v| v.len());
@@ -678,7 +697,7 @@ impl Tracker {
                 (self.keys.len() - 1) as u32
             }
         };
-        m.versions.insert(version.into(), id);
+        m.versions.insert(version.as_bytes().into(), id);
         self.install_preloads(id, model, version, partition);
         Ok(id)
     }
@@ -760,7 +779,7 @@ impl Tracker {
     pub fn record_inference(&mut self, src: Source, rec: &InferenceRecord) -> Admission {
         let t = rec.event_time_ms;
         let (kid, Admitted { pane, wm_before, skipped }) =
-            match self.admit_key(src, t, rec.model(), rec.version()) {
+            match self.admit_key(src, t, rec.model_bytes(), rec.version_bytes()) {
                 Ok(x) => x,
                 Err(a) => return a,
             };
@@ -768,9 +787,9 @@ impl Tracker {
             self.note_skipped(kid, src.partition, pane, t);
             return Admission::Skipped;
         }
-        let status = match rec.status() {
-            "ok" => self.ok_status,
-            s => self.statuses.intern(s),
+        let status = match rec.status_bytes() {
+            b"ok" => self.ok_status,
+            _ => self.statuses.intern(rec.status()),
         };
         let slide = self.cfg.windows.slide_ms();
         let Some(key) = self.keys[kid as usize].as_mut() else { unreachable!("live key") };
@@ -780,9 +799,9 @@ impl Tracker {
         let s = &mut op.stats;
         s.requests += 1;
         add_status(&mut s.statuses, status, 1);
-        match rec.attribute("route") {
-            Some("stable") => s.route_stable += 1,
-            Some("canary") => s.route_canary += 1,
+        match rec.attribute_bytes(b"route") {
+            Some(b"stable") => s.route_stable += 1,
+            Some(b"canary") => s.route_canary += 1,
             _ => {}
         }
         let lat = rec.latency_ms;
@@ -812,7 +831,7 @@ impl Tracker {
     pub fn record_metric(&mut self, src: Source, rec: &MetricRecord) -> Admission {
         let t = rec.event_time_ms;
         let (kid, Admitted { pane, wm_before, skipped }) =
-            match self.admit_key(src, t, rec.model(), rec.version()) {
+            match self.admit_key(src, t, rec.model().as_bytes(), rec.version().as_bytes()) {
                 Ok(x) => x,
                 Err(a) => return a,
             };
@@ -1273,7 +1292,7 @@ impl Tracker {
     /// Forgets a version entirely (its state, counter series and undo entries).
     fn drop_key(&mut self, kid: usize) {
         let Some(key) = self.keys[kid].take() else { return };
-        self.models[key.model as usize].versions.remove(&key.version);
+        self.models[key.model as usize].versions.remove(key.version.as_bytes());
         for o in key.open {
             self.pool.push(o);
         }
@@ -1430,7 +1449,7 @@ impl Tracker {
 
     /// Installs a persisted layout; `false` when the feature is already frozen or over a cap.
     pub fn restore_layout(&mut self, model: &str, layout: &FrozenLayout) -> bool {
-        let mid = match self.model_ids.get(model) {
+        let mid = match self.model_ids.get(model.as_bytes()) {
             Some(&m) => m,
             None => match self.new_model(model) {
                 Some(m) => m,
@@ -1506,13 +1525,13 @@ impl Tracker {
     /// until it comes, so a replay admits the same versions as the first run. A second preload
     /// of the same version replaces the first.
     pub fn preload_reference(&mut self, snap: ReferenceSnapshot) {
-        if let Some(&mid) = self.model_ids.get(snap.model.as_str())
-            && self.models[mid as usize].versions.contains_key(snap.version.as_str())
+        if let Some(&mid) = self.model_ids.get(snap.model.as_bytes())
+            && self.models[mid as usize].versions.contains_key(snap.version.as_bytes())
         {
             return; // admitted already: too late to install
         }
         if !self.preload_refs.contains_key(snap.model.as_str())
-            && !self.model_ids.contains_key(snap.model.as_str())
+            && !self.model_ids.contains_key(snap.model.as_bytes())
         {
             self.reserved_models += 1;
         }
