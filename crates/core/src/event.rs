@@ -147,10 +147,14 @@ impl Arena {
         Span { start: start as u32, end: self.bytes.len() as u32 }
     }
 
-    /// Whether the raw bytes are all ASCII (then valid, every byte a char boundary).
+    /// Whether the raw bytes are all ASCII (then valid, every byte a char boundary): the
+    /// 16-byte blocks OR-ed together (one vector operation each), then the high bits tested
+    /// once; `<[u8]>::is_ascii` tests a word at a time.
     #[inline]
     fn raw_is_ascii(&self) -> bool {
-        self.bytes.is_ascii()
+        let (blocks, tail) = self.bytes.as_chunks::<16>();
+        let any = blocks.iter().fold(0u128, |any, b| any | u128::from_le_bytes(*b));
+        any & u128::from_le_bytes([0x80; 16]) == 0 && tail.is_ascii()
     }
 
     /// Validates the raw bytes as one string. `boundaries_ok` says whether every span starts and
@@ -752,6 +756,20 @@ mod tests {
         assert_eq!(r.finish_raw(), Ok(()));
         assert_eq!(r.model(), "fraud");
         assert_eq!(r.features().collect::<Vec<_>>(), vec![("caf\u{e9}", 1.5)]);
+        // Non-ASCII in the 16-byte blocks the ASCII check ORs together, not only in the tail.
+        for at in [0, 7, 15, 16, 31, 33] {
+            r.begin_raw();
+            let mut text = "x".repeat(40);
+            text.replace_range(at..at + 1, "\u{e9}");
+            let t = r.raw(text.as_bytes());
+            r.set_model_raw(t);
+            assert_eq!(r.finish_raw(), Ok(()));
+            assert_eq!(r.model(), text);
+            r.begin_raw();
+            let t = r.raw(&text.as_bytes()[..at + 1]);
+            r.set_model_raw(t);
+            assert_eq!(r.finish_raw(), Err(RawTextError::InvalidUtf8 { offset: at }), "{at}");
+        }
         // "é" split over two strings: the concatenation is valid, the strings are not.
         r.begin_raw();
         let a = r.raw(&[b'x', 0xC3]);
