@@ -76,16 +76,34 @@ impl Quantizer {
     /// The bucket of a latency in milliseconds (finite, >= 0; callers validate).
     #[inline]
     pub(crate) fn bucket(&self, latency_ms: f64) -> u32 {
-        let us = (latency_ms * 1000.0).round();
-        let us = if us.is_nan() || us < 0.0 {
-            0
-        } else if us >= HIGHEST_TRACKABLE_US as f64 {
-            HIGHEST_TRACKABLE_US
-        } else {
-            us as u64
-        };
+        self.bucket_us(micros(latency_ms))
+    }
+
+    /// The bucket of a latency in whole microseconds (see [`micros`]).
+    #[inline]
+    pub(crate) fn bucket_us(&self, us: u64) -> u32 {
         self.template.lowest_equivalent(us) as u32
     }
+}
+
+/// A latency in milliseconds as whole microseconds rounded half away from zero (as
+/// `f64::round` does), 0 for NaN and negative values, at most [`HIGHEST_TRACKABLE_US`].
+///
+/// Without a call to `round` (a library call on baseline x86-64): the whole part truncated,
+/// plus one when the fraction is at least a half. The fraction is exact: `whole <= us < whole
+/// + 1` and `us < 2^52`, so the subtraction loses nothing (Sterbenz).
+#[inline]
+pub(crate) fn micros(latency_ms: f64) -> u64 {
+    let us = latency_ms * 1000.0;
+    if us.is_nan() || us < 0.0 {
+        return 0;
+    }
+    if us >= HIGHEST_TRACKABLE_US as f64 {
+        return HIGHEST_TRACKABLE_US;
+    }
+    // Through i64: one instruction each way on baseline x86-64 (u64 takes several).
+    let whole = us as i64;
+    (whole + i64::from(us - whole as f64 >= 0.5)) as u64
 }
 
 /// Compaction threshold of an open pane's raw buffer.
@@ -606,6 +624,29 @@ mod tests {
             let want: Vec<(u32, u32)> = want.into_iter().collect();
             prop_assert_eq!(&running.runs, &want);
             prop_assert_eq!(running.count, want.iter().map(|r| u64::from(r.1)).sum::<u64>());
+        }
+
+        #[test]
+        fn micros_rounds_as_f64_round_does(
+            ms in prop_oneof![
+                -1e3f64..1e7,
+                // halves of a microsecond and their neighbours
+                (0u64..10_000_000).prop_map(|h| h as f64 * 0.0005),
+                (0u64..10_000_000).prop_map(|h| (h as f64 * 0.0005).next_up()),
+                (0u64..10_000_000).prop_map(|h| (h as f64 * 0.0005).next_down()),
+                Just(f64::NAN), Just(f64::INFINITY), Just(-0.0), Just(3.6e6 - 0.0004),
+                Just(3.6e6 - 0.0005), Just(3.6e6 - 0.0006), Just(f64::MAX),
+            ],
+        ) {
+            let r = (ms * 1000.0).round();
+            let expected = if r.is_nan() || r < 0.0 {
+                0
+            } else if r >= HIGHEST_TRACKABLE_US as f64 {
+                HIGHEST_TRACKABLE_US
+            } else {
+                r as u64
+            };
+            prop_assert_eq!(micros(ms), expected, "ms = {}", ms);
         }
 
         #[test]

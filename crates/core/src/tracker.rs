@@ -805,10 +805,9 @@ impl Tracker {
             _ => {}
         }
         let lat = rec.latency_ms;
-        op.latency.record(self.quantizer.bucket(lat));
-        let lat_us =
-            (lat.max(0.0) * 1000.0).round().min(crate::latency::HIGHEST_TRACKABLE_US as f64);
-        s.latency_sum_us = s.latency_sum_us.saturating_add(lat_us as u64);
+        let lat_us = crate::latency::micros(lat);
+        op.latency.record(self.quantizer.bucket_us(lat_us));
+        s.latency_sum_us = s.latency_sum_us.saturating_add(lat_us);
         s.latency_min_ms = s.latency_min_ms.min(lat);
         s.latency_max_ms = s.latency_max_ms.max(lat);
         if let Some(tt) = rec.ttft_ms {
