@@ -37,12 +37,14 @@ pub struct EngineFeed {
     pub tracker: Tracker,
     /// The offset of the next record.
     pub offset: i64,
+    /// The offset of the last checkpoint [`EngineFeed::maintain`] took.
+    checkpointed: i64,
 }
 
 impl EngineFeed {
     /// A fresh tracker of `cfg`.
     pub fn new(cfg: CoreConfig) -> Self {
-        Self { tracker: Tracker::new(cfg), offset: 0 }
+        Self { tracker: Tracker::new(cfg), offset: 0, checkpointed: 0 }
     }
 
     /// Records `rec` at the next offset, then does what is due.
@@ -59,13 +61,17 @@ impl EngineFeed {
         a
     }
 
-    /// What [`EngineFeed::record`] does besides recording, at once: `advance` (pane closes and,
-    /// past a slide, the evaluation of every window), then a checkpoint and its release. A
-    /// benchmark of recording alone calls it between timed batches.
+    /// What [`EngineFeed::record`] does besides recording, for the events recorded since the
+    /// last call: `advance` (pane closes and, past a slide, the evaluation of every window),
+    /// then a checkpoint and its release if one was due ([`CHECKPOINT_EVERY`]). A benchmark of
+    /// recording alone calls it between timed batches.
     pub fn maintain(&mut self) {
         self.tracker.advance(&mut Discard);
-        let cp = self.tracker.checkpoint(0, self.offset);
-        self.tracker.release(0, &cp);
+        if self.offset / CHECKPOINT_EVERY > self.checkpointed / CHECKPOINT_EVERY {
+            let cp = self.tracker.checkpoint(0, self.offset);
+            self.tracker.release(0, &cp);
+            self.checkpointed = self.offset;
+        }
     }
 
     /// Records `rec` at the next offset and nothing else: no pane closes, no checkpoint.

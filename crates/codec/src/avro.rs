@@ -96,6 +96,21 @@ impl<'a> Cursor<'a> {
     /// [`Cursor::bytes`], and the rest of the payload from the bytes' start.
     #[inline(always)]
     pub(crate) fn bytes_and_rest(&mut self) -> Result<(&'a [u8], &'a [u8]), Fail> {
+        // A one-byte varint of an even number is a length 0..=63 as it stands (zigzag of n is
+        // 2n): no decoding, no sign to check.
+        if let Some((&b, from)) = self.rest.split_first()
+            && b & 0x81 == 0
+            && let Some((bytes, rest)) = from.split_at_checked(usize::from(b >> 1))
+        {
+            self.rest = rest;
+            return Ok((bytes, from));
+        }
+        self.bytes_and_rest_slow()
+    }
+
+    /// [`Cursor::bytes_and_rest`] of a longer or negative length, or one past the end.
+    #[inline(never)]
+    fn bytes_and_rest_slow(&mut self) -> Result<(&'a [u8], &'a [u8]), Fail> {
         let before = self.rest;
         let len = self.long()?;
         let from = self.rest;
@@ -130,9 +145,20 @@ impl<'a> Cursor<'a> {
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T, Fail>,
     ) -> Result<Option<T>, Fail> {
-        match self.branch(2)? {
-            0 => Ok(None),
-            _ => read(self).map(Some),
+        // The branch index as it stands: 0 is branch 0, 2 is branch 1 (zigzag).
+        match self.rest.split_first() {
+            Some((0, rest)) => {
+                self.rest = rest;
+                Ok(None)
+            }
+            Some((2, rest)) => {
+                self.rest = rest;
+                read(self).map(Some)
+            }
+            _ => match self.branch(2)? {
+                0 => Ok(None),
+                _ => read(self).map(Some),
+            },
         }
     }
 
