@@ -13,7 +13,7 @@
 //! Run: `cargo bench -p modelwatch-benches --bench pipeline`.
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -38,11 +38,7 @@ const RATE: u32 = 100;
 /// version holds a full window of closed panes, as in steady state.
 const WARM_UP_S: i64 = 330;
 const START_MS: i64 = 1_700_000_000_000;
-/// Events encoded (untimed) before each timed batch. Encoding writes their payloads and runs
-/// the generator: 5,000 events (about 3 MB) leave most of the tracker's state in the caches, as
-/// a consumer's fetch buffers filled by another thread do; 50,000 (32 MB, the size of the L3
-/// cache of the machines we measure on) evicted all of it before every timed batch, which
-/// measured the harness as much as the pipeline (363 ns against 300 per event, Avro).
+/// Payloads per batch the encoding thread hands over (about 3 MB of Avro).
 const BATCH: u64 = 5_000;
 
 /// Computes every drift score a real sink would write (against the reference and against a
@@ -86,16 +82,46 @@ enum Enc {
     Json,
 }
 
-/// Steady-state pipeline: workload, encoder, decoder, tracker.
-struct Steady {
+/// A tracker warmed up by a workload recorded without encoding: layouts frozen, windows full,
+/// pools warm.
+struct Warm {
     work: Workload,
     rec: InferenceRecord,
     feed: EngineFeed,
+}
+
+impl Warm {
+    fn new(cfg: CoreConfig, warm_s: i64) -> Self {
+        let mut w = Self {
+            work: Workload::new(versions(), RATE, START_MS, 42).with_runs(runs()),
+            rec: InferenceRecord::default(),
+            feed: EngineFeed::new(cfg),
+        };
+        let until = START_MS + warm_s * 1000;
+        while w.work.now_ms() < until {
+            w.work.next(&mut w.rec);
+            black_box(w.feed.record(&w.rec));
+        }
+        w
+    }
+}
+
+/// Batches of encoded payloads: the bytes and the end of each payload.
+type Batch = (Vec<u8>, Vec<usize>);
+
+/// Steady-state pipeline: a warm tracker and a decoder fed payloads that another thread encodes
+/// meanwhile, [`BATCH`] at a time, as a consumer's fetch thread fills the buffers the engine
+/// reads: encoding neither runs on the timed thread nor sweeps its caches between batches
+/// (encoding 50,000 payloads in place of the timed work before each timed batch made decode +
+/// record 363 ns per event where the same build's pass timings gave 290-300).
+struct Steady {
+    feed: EngineFeed,
     decoder: InferenceDecoder,
-    enc: Enc,
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-    scratch: Vec<u8>,
+    batches: mpsc::Receiver<Batch>,
+    spent: mpsc::Sender<Batch>,
+    batch: Batch,
+    /// The next payload of `batch`.
+    at: usize,
 }
 
 fn decoder(enc: Enc) -> InferenceDecoder {
@@ -112,62 +138,52 @@ fn decoder(enc: Enc) -> InferenceDecoder {
     }
 }
 
+/// Encodes the workload's next events into batches until the receiver is gone.
+fn encode_batches(
+    mut work: Workload,
+    enc: Enc,
+    batches: mpsc::SyncSender<Batch>,
+    spent: mpsc::Receiver<Batch>,
+) {
+    let (mut rec, mut scratch) = (InferenceRecord::default(), Vec::new());
+    loop {
+        let (mut bytes, mut ends) = spent.try_recv().unwrap_or_default();
+        bytes.clear();
+        ends.clear();
+        for _ in 0..BATCH {
+            work.next(&mut rec);
+            match enc {
+                Enc::AvroBare => encode_avro(&rec, &mut bytes),
+                Enc::AvroConfluent => {
+                    scratch.clear();
+                    encode_avro(&rec, &mut scratch);
+                    bytes.extend_from_slice(&confluent_frame(1, &scratch));
+                }
+                Enc::Json => encode_json(&rec, &mut bytes),
+            }
+            ends.push(bytes.len());
+        }
+        if batches.send((bytes, ends)).is_err() {
+            return;
+        }
+    }
+}
+
 impl Steady {
     fn new(enc: Enc, cfg: CoreConfig, warm_s: i64) -> Self {
-        let mut s = Self {
-            work: Workload::new(versions(), RATE, START_MS, 42).with_runs(runs()),
-            rec: InferenceRecord::default(),
-            feed: EngineFeed::new(cfg),
-            decoder: decoder(enc),
-            enc,
-            bytes: Vec::new(),
-            ends: Vec::new(),
-            scratch: Vec::new(),
-        };
-        // Warm up without encoding: freezes every layout and fills the pools.
-        let until = START_MS + warm_s * 1000;
-        while s.work.now_ms() < until {
-            s.work.next(&mut s.rec);
-            s.record_current();
-        }
-        s
+        let Warm { work, feed, .. } = Warm::new(cfg, warm_s);
+        let (batch_tx, batches) = mpsc::sync_channel(2);
+        let (spent, spent_rx) = mpsc::channel();
+        std::thread::spawn(move || encode_batches(work, enc, batch_tx, spent_rx));
+        Self { feed, decoder: decoder(enc), batches, spent, batch: Batch::default(), at: 0 }
     }
 
-    fn record_current(&mut self) {
-        let rec = std::mem::take(&mut self.rec);
-        self.record(&rec);
-        self.rec = rec;
-    }
-
-    fn record(&mut self, rec: &InferenceRecord) {
-        black_box(self.feed.record(rec));
-    }
-
-    /// Encodes the next `n` events (untimed).
-    fn prepare(&mut self, n: u64) {
-        self.bytes.clear();
-        self.ends.clear();
-        for _ in 0..n {
-            self.work.next(&mut self.rec);
-            match self.enc {
-                Enc::AvroBare => encode_avro(&self.rec, &mut self.bytes),
-                Enc::AvroConfluent => {
-                    self.scratch.clear();
-                    encode_avro(&self.rec, &mut self.scratch);
-                    self.bytes.extend_from_slice(&confluent_frame(1, &self.scratch));
-                }
-                Enc::Json => encode_json(&self.rec, &mut self.bytes),
-            }
-            self.ends.push(self.bytes.len());
-        }
-    }
-
-    /// Decodes and records what `prepare` encoded.
-    fn run(&mut self, record: Feed) {
-        let mut start = 0;
-        for i in 0..self.ends.len() {
-            let end = self.ends[i];
-            let payload = &self.bytes[start..end];
+    /// Decodes and records payloads `from..to` of the current batch.
+    fn run(&mut self, from: usize, to: usize, record: Feed) {
+        let (bytes, ends) = &self.batch;
+        let mut start = from.checked_sub(1).map_or(0, |i| ends[i]);
+        for &end in &ends[from..to] {
+            let payload = &bytes[start..end];
             start = end;
             let rec = match self.decoder.decode_one(payload) {
                 Ok(r) => r,
@@ -187,20 +203,26 @@ impl Steady {
         }
     }
 
+    /// The time `iters` events take, the next batch taken (untimed) as one runs out.
     fn time(&mut self, iters: u64, record: Feed) -> Duration {
         let mut total = Duration::ZERO;
         let mut done = 0;
         while done < iters {
-            let n = (iters - done).min(BATCH);
-            self.prepare(n);
-            let t = Instant::now();
-            self.run(record);
-            total += t.elapsed();
-            done += n;
-            if record == Feed::Record {
-                // Untimed: panes close and windows are evaluated as they are due.
-                self.feed.maintain();
+            if self.at == self.batch.1.len() {
+                if record == Feed::Record {
+                    // Untimed: panes close and windows are evaluated as they are due.
+                    self.feed.maintain();
+                }
+                let next = self.batches.recv().expect("the encoding thread runs");
+                let _ = self.spent.send(std::mem::replace(&mut self.batch, next));
+                self.at = 0;
             }
+            let n = (self.batch.1.len() - self.at).min((iters - done) as usize);
+            let t = Instant::now();
+            self.run(self.at, self.at + n, record);
+            total += t.elapsed();
+            self.at += n;
+            done += n as u64;
         }
         total
     }
@@ -223,7 +245,7 @@ fn decode_and_record(c: &mut Criterion) {
         }
     }
     // Recording alone: records built in memory (untimed), recorded in batches (timed).
-    let mut s = Steady::new(Enc::AvroBare, CoreConfig::default(), 30);
+    let mut s = Warm::new(CoreConfig::default(), WARM_UP_S);
     let mut batch: Vec<InferenceRecord> = Vec::new();
     g.bench_function("record", |b| {
         b.iter_custom(|iters| {
@@ -237,7 +259,7 @@ fn decode_and_record(c: &mut Criterion) {
                 }
                 let t = Instant::now();
                 for r in &batch {
-                    s.record(r);
+                    black_box(s.feed.record(r));
                 }
                 total += t.elapsed();
                 done += n as u64;
@@ -256,7 +278,7 @@ fn pane_close_and_window(c: &mut Criterion) {
         drift: DriftSpec::new(2_000, Duration::from_secs(60), 10, 10, 1e-4).expect("valid"),
         ..CoreConfig::default()
     };
-    let mut s = Steady::new(Enc::AvroBare, cfg, 330);
+    let mut s = Warm::new(cfg, WARM_UP_S);
     let mut g = c.benchmark_group("per_version");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
