@@ -58,6 +58,22 @@ impl<'a> Cursor<'a> {
     /// A varint of more than one byte (or a truncated one): at most 10 bytes, the 10th at most 1.
     #[inline(never)]
     fn long_multi(&mut self) -> Result<i64, Fail> {
+        // Up to 8 bytes (a millisecond timestamp takes 6) from one 64-bit load: the first byte
+        // without the continuation bit ends it, and the 7-bit groups are shifted together.
+        if let Some(block) = self.rest.first_chunk::<8>() {
+            let w = u64::from_le_bytes(*block);
+            let stops = !w & 0x8080_8080_8080_8080;
+            if stops != 0 {
+                let len = (stops.trailing_zeros() / 8 + 1) as usize;
+                let w = w & (u64::MAX >> (64 - 8 * len)) & 0x7f7f_7f7f_7f7f_7f7f;
+                let mut v = 0;
+                for i in 0..8 {
+                    v |= (w >> i) & (0x7f << (7 * i));
+                }
+                self.rest = &self.rest[len..];
+                return Ok(unzigzag(v));
+            }
+        }
         let start = self.pos();
         let mut v: u64 = 0;
         for (i, &b) in self.rest.iter().enumerate().take(10) {
@@ -264,6 +280,25 @@ mod tests {
         for v in [0, -1, 1, 63, -64, 64, i64::MAX, i64::MIN, 1_779_089_412_345] {
             let b = zz(v);
             assert_eq!(Cursor::new(&b, 0).long().unwrap(), v, "{v}");
+        }
+    }
+
+    #[test]
+    fn varints_followed_by_more_bytes_read_as_alone() {
+        // With 8 bytes or more left, varints of up to 8 bytes are read from one 64-bit load.
+        let mut values = vec![0, -1, 1, 63, -64, 64, -65, i64::MAX, i64::MIN, 1_779_089_412_345];
+        values.extend((0..63).map(|k| 1i64 << k));
+        values.extend((0..63).map(|k| -(1i64 << k)));
+        values.extend((0..63).map(|k| (1i64 << k) - 1));
+        for v in values {
+            for junk in [0x00, 0x7f, 0x80, 0xff] {
+                let mut b = zz(v);
+                let len = b.len();
+                b.extend([junk; 9]);
+                let mut c = Cursor::new(&b, 0);
+                assert_eq!(c.long().unwrap(), v, "{v} then {junk:#x}");
+                assert_eq!(c.pos(), len, "{v} then {junk:#x}");
+            }
         }
     }
 

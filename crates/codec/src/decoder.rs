@@ -173,7 +173,7 @@ impl<K: Kind> Engine<K> {
     }
 
     fn avro(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
-        let first = *payload.first().ok_or(DecodeError::Empty)?;
+        let first = *payload.first().ok_or_else(|| DecodeError::Empty)?;
         let (plan, start) = match self.format {
             Format::AvroConfluent if first != 0 => {
                 return Err(DecodeError::BadMagic { expected: "confluent", found: first });
@@ -181,14 +181,14 @@ impl<K: Kind> Engine<K> {
             Format::AvroConfluent | Format::Auto if first == 0 => {
                 let id = payload
                     .get(1..5)
-                    .ok_or(DecodeError::TruncatedHeader { framing: "confluent" })?;
+                    .ok_or_else(|| DecodeError::TruncatedHeader { framing: "confluent" })?;
                 let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
                 (self.plan_by_id(id)?, 5)
             }
             _ if payload.starts_with(&SINGLE_OBJECT) => {
                 let fp = payload
                     .get(2..10)
-                    .ok_or(DecodeError::TruncatedHeader { framing: "single-object" })?;
+                    .ok_or_else(|| DecodeError::TruncatedHeader { framing: "single-object" })?;
                 let mut le = [0u8; 8];
                 le.copy_from_slice(fp);
                 (self.plan_by_fingerprint(u64::from_le_bytes(le))?, 10)
