@@ -109,16 +109,19 @@ impl Warm {
 /// Batches of encoded payloads: the bytes and the end of each payload.
 type Batch = (Vec<u8>, Vec<usize>);
 
-/// Steady-state pipeline: a warm tracker and a decoder fed payloads that another thread encodes
-/// meanwhile, [`BATCH`] at a time, as a consumer's fetch thread fills the buffers the engine
-/// reads: encoding neither runs on the timed thread nor sweeps its caches between batches
-/// (encoding 50,000 payloads in place of the timed work before each timed batch made decode +
-/// record 363 ns per event where the same build's pass timings gave 290-300).
+/// Steady-state pipeline: a warm tracker and a decoder fed payloads that another thread encodes,
+/// [`BATCH`] at a time, as a consumer's fetch thread fills the buffers the engine reads. The
+/// timed thread asks for the next batch when it is done with one and waits for it (untimed):
+/// encoding neither runs on its core nor sweeps its caches, and does not run while it is
+/// timed either (on these 2-core machines a concurrent encoder made the figures swing by
+/// 20%). Encoding on the timed thread before each timed batch of 50,000 made decode + record
+/// 363 ns per event where the same build's pass timings gave 290-300.
 struct Steady {
     feed: EngineFeed,
     decoder: InferenceDecoder,
+    /// Spent batches to fill again (each one a request for the next).
+    requests: mpsc::Sender<Batch>,
     batches: mpsc::Receiver<Batch>,
-    spent: mpsc::Sender<Batch>,
     batch: Batch,
     /// The next payload of `batch`.
     at: usize,
@@ -138,16 +141,16 @@ fn decoder(enc: Enc) -> InferenceDecoder {
     }
 }
 
-/// Encodes the workload's next events into batches until the receiver is gone.
+/// Fills each batch it is sent with the workload's next events and sends it back, until the
+/// requests stop.
 fn encode_batches(
     mut work: Workload,
     enc: Enc,
-    batches: mpsc::SyncSender<Batch>,
-    spent: mpsc::Receiver<Batch>,
+    requests: mpsc::Receiver<Batch>,
+    batches: mpsc::Sender<Batch>,
 ) {
     let (mut rec, mut scratch) = (InferenceRecord::default(), Vec::new());
-    loop {
-        let (mut bytes, mut ends) = spent.try_recv().unwrap_or_default();
+    for (mut bytes, mut ends) in requests {
         bytes.clear();
         ends.clear();
         for _ in 0..BATCH {
@@ -172,10 +175,10 @@ fn encode_batches(
 impl Steady {
     fn new(enc: Enc, cfg: CoreConfig, warm_s: i64) -> Self {
         let Warm { work, feed, .. } = Warm::new(cfg, warm_s);
-        let (batch_tx, batches) = mpsc::sync_channel(2);
-        let (spent, spent_rx) = mpsc::channel();
-        std::thread::spawn(move || encode_batches(work, enc, batch_tx, spent_rx));
-        Self { feed, decoder: decoder(enc), batches, spent, batch: Batch::default(), at: 0 }
+        let (requests, requests_rx) = mpsc::channel();
+        let (batches_tx, batches) = mpsc::channel();
+        std::thread::spawn(move || encode_batches(work, enc, requests_rx, batches_tx));
+        Self { feed, decoder: decoder(enc), requests, batches, batch: Batch::default(), at: 0 }
     }
 
     /// Decodes and records payloads `from..to` of the current batch.
@@ -213,8 +216,9 @@ impl Steady {
                     // Untimed: panes close and windows are evaluated as they are due.
                     self.feed.maintain();
                 }
-                let next = self.batches.recv().expect("the encoding thread runs");
-                let _ = self.spent.send(std::mem::replace(&mut self.batch, next));
+                let spent = std::mem::take(&mut self.batch);
+                self.requests.send(spent).expect("the encoding thread runs");
+                self.batch = self.batches.recv().expect("the encoding thread runs");
                 self.at = 0;
             }
             let n = (self.batch.1.len() - self.at).min((iters - done) as usize);
