@@ -177,9 +177,11 @@ pub struct DriftSection {
     #[serde(default = "default_reference_period", with = "duration")]
     pub reference_period: Duration,
     /// Quantile bins of a numeric feature, besides the underflow and overflow bins (2 to 1,000).
+    /// Up to 14 are binned on the fastest path; finer layouts take a slower general one.
     #[serde(default = "default_bins")]
     pub bins: u16,
-    /// Values of a categorical feature kept before "other" (1 to 1,000).
+    /// Values of a categorical feature kept before "other" (1 to 1,000). Up to 24 (of at most
+    /// 16 bytes each) are looked up on the fastest path; more take a slower general one.
     #[serde(default = "default_top_k")]
     pub top_k: u16,
     /// Additive smoothing of empty bins, shared by both sides of every score (above 0, at most
