@@ -332,11 +332,13 @@ pub(crate) struct ModelBins {
     generation: u64,
     /// The prediction's cell, compiled at `prediction_cell.0`.
     prediction_cell: (u64, Option<Cell>),
-    /// Per position of a record's categorical features, the name last counted there and its
-    /// compiled lookup (see [`CatCell`]).
+    /// Per position of a record's categorical features (the first [`MAX_CAT_POSITIONS`]), the
+    /// name last counted there and its slot.
     cat_cells: Vec<Option<CatCell>>,
-    /// The predicted label's lookup, compiled at `label_table.0`.
-    label_table: (u64, Option<CatTable>),
+    /// Per slot, its categorical lookup compiled at a generation: `None` when the slot is not
+    /// counting or the layout could not be compiled (see [`CatTable::new`]). The predicted
+    /// label's too.
+    cat_tables: Vec<(u64, Option<CatTable>)>,
     /// Per position of the record being binned the slow way, its slot (the plan of a new shape).
     plan_scratch: Vec<u32>,
     total_bins: u32,
@@ -379,15 +381,19 @@ struct Shape {
     cells_gen: u64,
 }
 
-/// The categorical feature a position of a model's records held last, compiled for
-/// `generation`: its name, its slot, and its lookup when the slot is counting.
-#[derive(Debug)]
+/// The categorical feature a position of a model's records held last: its name and slot. A
+/// record named so at that position finds its slot without hashing the name; another name
+/// there takes the general path and replaces the cell (a slot never changes names, so the cell
+/// cannot go stale; the slot's lookup is compiled per slot, in `ModelBins::cat_tables`).
+#[derive(Debug, Clone, Copy)]
 struct CatCell {
     name: Key16,
     slot: u32,
-    generation: u64,
-    table: Option<CatTable>,
 }
+
+/// Positions of a record's categorical features with a [`CatCell`]; later ones take the
+/// general path.
+const MAX_CAT_POSITIONS: usize = 64;
 
 /// Slots of a [`CatTable`]'s hash (a power of two).
 const CAT_SLOTS: usize = 64;
@@ -602,7 +608,7 @@ impl ModelBins {
             generation: 0,
             prediction_cell: (NOT_COMPILED, None),
             cat_cells: Vec::new(),
-            label_table: (NOT_COMPILED, None),
+            cat_tables: Vec::new(),
             plan_scratch: Vec::new(),
             total_bins: 0,
             user_features: 0,
@@ -890,34 +896,32 @@ impl ModelBins {
         } else {
             self.numeric_by_name(rec, bins, spec, max_features, seq, src);
         }
-        let total = self.total_bins as usize;
         for (i, (name, value)) in rec.category_keys().enumerate().rev() {
-            let cell = self.cat_cells.get(i).and_then(Option::as_ref).filter(|_| COMPILED);
-            if let Some(c) =
-                cell.filter(|c| Some(c.name) == name && c.generation == self.generation)
-                && let Some(table) = &c.table
-            {
-                if std::mem::replace(&mut self.stamps[c.slot as usize], seq) == seq {
-                    // Repeated later in the record, which counted it.
-                    continue;
-                }
-                match value {
-                    Some(v) => bins.incr(table.bin(v), total),
-                    None => {
-                        // A value over 16 bytes: the layout's index has the long ones.
-                        let (slot, (_, v)) = (c.slot, rec.category(i));
-                        self.categorical(slot, v, bins, spec, at, src);
+            let cell = self.cat_cells.get(i).copied().flatten();
+            let slot = match cell.filter(|c| COMPILED && Some(c.name) == name) {
+                Some(c) => {
+                    if std::mem::replace(&mut self.stamps[c.slot as usize], seq) == seq {
+                        // Repeated later in the record, which counted it.
+                        continue;
                     }
+                    c.slot
                 }
-                continue;
-            }
-            let (name_text, v) = rec.category(i);
-            let kind = FeatureKind::Categorical;
-            if let Ok(slot) = self.slot_at(i, name_text, kind, max_features, seq) {
-                self.categorical(slot, v, bins, spec, at, src);
-                if let Some(name) = name {
-                    self.compile_category(i, name, slot);
+                None => {
+                    let name_text = rec.category(i).0;
+                    let kind = FeatureKind::Categorical;
+                    let Ok(slot) = self.slot_at(i, name_text, kind, max_features, seq) else {
+                        continue;
+                    };
+                    if let Some(name) = name {
+                        self.remember_category(i, name, slot);
+                    }
+                    slot
                 }
+            };
+            // A value over 16 bytes, or a slot without a lookup: the general path.
+            match value.filter(|_| COMPILED).and_then(|v| Some(self.cat_table(slot)?.bin(v))) {
+                Some(b) => bins.incr(b, self.total_bins as usize),
+                None => self.categorical(slot, rec.category(i).1, bins, spec, at, src),
             }
         }
         if let Some(p) = rec.prediction {
@@ -930,12 +934,11 @@ impl ModelBins {
             }
         }
         if let Some(label) = rec.label_key() {
-            if self.label_table.0 != self.generation && COMPILED {
-                self.label_table = (self.generation, self.table(self.label));
-            }
-            match (&self.label_table.1, label) {
-                (Some(t), Some(k)) => bins.incr(t.bin(k), self.total_bins as usize),
-                _ => {
+            let label_slot = self.label;
+            match label.filter(|_| COMPILED).and_then(|k| Some(self.cat_table(label_slot)?.bin(k)))
+            {
+                Some(b) => bins.incr(b, self.total_bins as usize),
+                None => {
                     let l = rec.predicted_label().unwrap_or_default();
                     self.categorical(self.label, l, bins, spec, at, src);
                 }
@@ -944,21 +947,36 @@ impl ModelBins {
     }
 
     /// Remembers that position `i` of the model's records holds the categorical feature
-    /// `name` in `slot`, with the slot's lookup when it is counting.
-    #[cold]
-    #[inline(never)]
-    fn compile_category(&mut self, i: usize, name: Key16, slot: u32) {
-        let current = self.cat_cells.get(i).and_then(Option::as_ref);
-        if current
-            .is_some_and(|c| c.name == name && c.slot == slot && c.generation == self.generation)
-        {
+    /// `name` in `slot`.
+    #[inline]
+    fn remember_category(&mut self, i: usize, name: Key16, slot: u32) {
+        if i >= MAX_CAT_POSITIONS {
             return;
         }
         if self.cat_cells.len() <= i {
-            self.cat_cells.resize_with(i + 1, || None);
+            self.cat_cells.resize(i + 1, None);
         }
-        let table = self.table(slot);
-        self.cat_cells[i] = Some(CatCell { name, slot, generation: self.generation, table });
+        self.cat_cells[i] = Some(CatCell { name, slot });
+    }
+
+    /// The lookup of a categorical slot for this generation, compiled first if need be.
+    #[inline]
+    fn cat_table(&mut self, slot: u32) -> Option<&CatTable> {
+        let s = slot as usize;
+        if self.cat_tables.get(s).is_none_or(|t| t.0 != self.generation) {
+            self.compile_table(slot);
+        }
+        self.cat_tables.get(s).and_then(|t| t.1.as_ref())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn compile_table(&mut self, slot: u32) {
+        let s = slot as usize;
+        if self.cat_tables.len() <= s {
+            self.cat_tables.resize_with(self.slots.len().max(s + 1), || (NOT_COMPILED, None));
+        }
+        self.cat_tables[s] = (self.generation, self.table(slot));
     }
 
     /// The lookup of a categorical slot that is counting (frozen, not waiting for its
@@ -1156,14 +1174,18 @@ impl ModelBins {
             + self.edges.capacity() * 8
             + self.shapes.iter().map(Shape::heap_bytes).sum::<usize>()
             + self.cat_cells.capacity() * size_of::<Option<CatCell>>()
+            + self.cat_tables.capacity() * size_of::<(u64, Option<CatTable>)>()
             + self
-                .cat_cells
+                .cat_tables
                 .iter()
-                .flatten()
-                .filter_map(|c| c.table.as_ref())
+                .filter_map(|t| t.1.as_ref())
                 .map(CatTable::heap_bytes)
                 .sum::<usize>()
-            + self.label_table.1.as_ref().map_or(0, CatTable::heap_bytes)
+            + self.stamps.capacity() * 8
+            + (self.numeric_order.capacity() + self.categorical_order.capacity()) * 16
+            + self.plan_scratch.capacity() * 4
+            + self.shapes.capacity() * size_of::<Shape>()
+            + (self.numeric_names.capacity() + self.categorical_names.capacity()) * 24
     }
 
     #[cfg(test)]
@@ -1367,6 +1389,45 @@ mod tests {
             });
             prop_assert_eq!(through_shapes, by_name);
         }
+    }
+
+    /// Restored layouts wait for their freezing event, a re-armed partition waits again, and an
+    /// event of another partition ends the wait: compiled cells and tables must follow every
+    /// such change exactly as binning by name does.
+    #[test]
+    fn restored_and_rearmed_layouts_bin_through_shapes_as_by_name() {
+        let spec =
+            DriftSpec::new(25, std::time::Duration::from_secs(60), 4, 3, 1e-4).expect("valid");
+        let names = [0, 1, 4, 5];
+        let mut r = InferenceRecord::default();
+        let mut first = (ModelBins::new(), BinCounts::default());
+        for i in 0..200 {
+            shaped_record(&mut r, &names, i, false);
+            first.0.record(&r, &mut first.1, &spec, 10, (0, i as i64));
+        }
+        let layouts = first.0.frozen_layouts();
+        assert!(layouts.len() >= 6, "features, the prediction and the label froze");
+        let mut twin = Twin::new();
+        for l in &layouts {
+            assert!(twin.fast.0.restore(l, 10) && twin.slow.0.restore(l, 10));
+        }
+        // Replay partition 0 from the start, go back to offset 40 (re-armed) at step 120,
+        // with events of partition 1 now and then.
+        let steps = (0..120).chain(40..200);
+        for (step, offset) in steps.enumerate() {
+            if step == 120 {
+                twin.fast.0.rearm(0);
+                twin.slow.0.rearm(0);
+            }
+            let partition = u32::from(step % 37 == 36);
+            shaped_record(&mut r, &names, offset, false);
+            let src = (partition, offset as i64);
+            twin.fast.0.record(&r, &mut twin.fast.1, &spec, 10, src);
+            twin.slow.0.record_with::<false>(&r, &mut twin.slow.1, &spec, 10, src);
+        }
+        let [through_shapes, by_name] = twin.outcome();
+        assert!(through_shapes.2.iter().sum::<u64>() > 0, "the replay counted");
+        assert_eq!(through_shapes, by_name);
     }
 
     #[test]

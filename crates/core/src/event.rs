@@ -126,6 +126,8 @@ impl Arena {
 
     #[inline]
     fn push_raw(&mut self, b: &[u8]) -> Span {
+        // Unchecked bytes: nothing reads the text until `finish_raw` checked it.
+        self.raw = true;
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(b);
         Span { start, end: self.bytes.len() as u32 }
@@ -136,6 +138,7 @@ impl Arena {
     /// `memcpy`, for each of a record's thirty-odd strings).
     #[inline(always)]
     fn push_raw_prefix(&mut self, src: &[u8], len: usize) -> Span {
+        self.raw = true;
         let start = self.bytes.len();
         match src.first_chunk::<16>() {
             Some(block) if len <= 16 => {

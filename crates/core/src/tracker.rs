@@ -596,6 +596,11 @@ impl Tracker {
 
     /// A new model (admitting it when under the cap): its id.
     fn new_model(&mut self, model: &str) -> Option<u32> {
+        self.new_model_keyed(model, model.as_bytes())
+    }
+
+    /// [`Tracker::new_model`] under the map key `key` (the bytes `model` was read from).
+    fn new_model_keyed(&mut self, model: &str, key: &[u8]) -> Option<u32> {
         let reserved = self.preload_refs.contains_key(model);
         // Slots of preloaded models not seen yet are theirs.
         let taken = self.model_ids.len() + self.reserved_models;
@@ -611,7 +616,7 @@ impl Tracker {
             versions: FxHashMap::default(),
             bins: ModelBins::new(),
         });
-        self.model_ids.insert(model.as_bytes().into(), id);
+        self.model_ids.insert(key.into(), id);
         Some(id)
     }
 
@@ -626,7 +631,9 @@ impl Tracker {
     ) -> Result<u32, Admission> {
         let mid = match self.model_ids.get(model) {
             Some(&m) => m,
-            None => match self.new_model(std::str::from_utf8(model).unwrap_or_default()) {
+            // A record's text is valid UTF-8 (see `InferenceRecord::finish_raw`); keyed by the
+            // bytes as read all the same, so that a name is admitted once.
+            None => match self.new_model_keyed(&String::from_utf8_lossy(model), model) {
                 Some(m) => m,
                 None => {
                     self.stats.over_model_cap += 1;
@@ -651,9 +658,10 @@ impl Tracker {
         pane: i64,
         partition: u32,
     ) -> Result<u32, Admission> {
-        // Names reach the tracker from validated records.
-        let model = std::str::from_utf8(model).unwrap_or_default();
-        let version = std::str::from_utf8(version).unwrap_or_default();
+        // Names reach the tracker from validated records; keyed by the bytes as read.
+        let version_key = version;
+        let (model, version) = (String::from_utf8_lossy(model), String::from_utf8_lossy(version));
+        let (model, version) = (model.as_ref(), version.as_ref());
         let m = &mut self.models[mid as usize];
         // Versions with a preloaded reference were admitted before: their slots are reserved.
         let preloaded = self.preload_refs.get(model);
@@ -697,7 +705,7 @@ impl Tracker {
                 (self.keys.len() - 1) as u32
             }
         };
-        m.versions.insert(version.as_bytes().into(), id);
+        m.versions.insert(version_key.into(), id);
         self.install_preloads(id, model, version, partition);
         Ok(id)
     }

@@ -180,8 +180,8 @@ pub struct DriftSection {
     /// Up to 14 are binned on the fastest path; finer layouts take a slower general one.
     #[serde(default = "default_bins")]
     pub bins: u16,
-    /// Values of a categorical feature kept before "other" (1 to 1,000). Up to 24 (of at most
-    /// 16 bytes each) are looked up on the fastest path; more take a slower general one.
+    /// Values of a categorical feature kept before "other" (1 to 1,000). Up to 24 are looked
+    /// up on the fastest path (but for values over 16 bytes); more take a slower general one.
     #[serde(default = "default_top_k")]
     pub top_k: u16,
     /// Additive smoothing of empty bins, shared by both sides of every score (above 0, at most
