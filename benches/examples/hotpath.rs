@@ -72,6 +72,9 @@ fn main() {
         })
         .collect();
     let mut decoder = InferenceDecoder::new(if json { Format::Json } else { Format::Avro });
+    let payload_bytes: usize = passes.iter().map(|(bytes, _)| bytes.len()).sum();
+    let payloads: usize = passes.iter().map(|(_, ends)| ends.len()).sum();
+    eprintln!("payloads of {} bytes on average", payload_bytes / payloads.max(1));
     eprintln!("passes start at {} ms", t0.elapsed().as_millis());
     let mut times = Vec::new();
     for (bytes, ends) in &passes {

@@ -290,11 +290,21 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// An integer token (ASCII digits, checked by [`Scanner::number`]); out of range bails, as
-/// serde_json reads it as another type there.
+/// An integer token (an optional `-` and ASCII digits, checked by [`Scanner::number`]); out of
+/// range bails, as serde_json reads it as another type there.
 #[inline]
 fn parse_i64(token: &[u8]) -> Scan<i64> {
-    std::str::from_utf8(token).ok().and_then(|t| t.parse().ok()).ok_or(Bail)
+    let (negative, digits) = match token.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, token),
+    };
+    // Up to 18 digits cannot overflow (an epoch in milliseconds has 13): summed as they come,
+    // without the generic parser's checks on every digit.
+    if digits.len() > 18 {
+        return std::str::from_utf8(token).ok().and_then(|t| t.parse().ok()).ok_or(Bail);
+    }
+    let v = digits.iter().fold(0i64, |v, &d| v * 10 + i64::from(d.wrapping_sub(b'0')));
+    Ok(if negative { -v } else { v })
 }
 
 #[cfg(test)]
@@ -350,7 +360,13 @@ mod tests {
         assert_eq!(i("42"), Ok(42));
         assert_eq!(i("-42"), Ok(-42));
         assert_eq!(i("0"), Ok(0));
-        for bad in ["-0", "1.0", "1e2", "9223372036854775808", "null"] {
+        assert_eq!(i("1700000330000"), Ok(1_700_000_330_000));
+        assert_eq!(i("-1700000330000"), Ok(-1_700_000_330_000));
+        assert_eq!(i("999999999999999999"), Ok(999_999_999_999_999_999));
+        assert_eq!(i("-999999999999999999"), Ok(-999_999_999_999_999_999));
+        assert_eq!(i("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(i("-9223372036854775808"), Ok(i64::MIN));
+        for bad in ["-0", "1.0", "1e2", "9223372036854775808", "-9223372036854775809", "null"] {
             assert_eq!(i(bad), Err(Bail), "{bad}");
         }
     }
