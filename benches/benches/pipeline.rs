@@ -13,7 +13,7 @@
 //! Run: `cargo bench -p modelwatch-benches --bench pipeline`.
 
 use std::hint::black_box;
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -173,8 +173,9 @@ fn encode_batches(
 }
 
 /// The CPUs this process may run on, as it started.
+#[cfg(target_os = "linux")]
 fn allowed_cpus() -> &'static [usize] {
-    static CPUS: OnceLock<Vec<usize>> = OnceLock::new();
+    static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
     CPUS.get_or_init(|| {
         #[allow(unsafe_code)]
         // SAFETY: an all-zero `cpu_set_t` is a valid empty set, and `sched_getaffinity` writes
@@ -190,6 +191,7 @@ fn allowed_cpus() -> &'static [usize] {
 }
 
 /// Pins the calling thread to `cpu` (best effort: a failure leaves it where it was).
+#[cfg(target_os = "linux")]
 fn pin_to(cpu: usize) {
     #[allow(unsafe_code)]
     // SAFETY: as in `allowed_cpus`; `sched_setaffinity` only reads the set.
@@ -203,8 +205,10 @@ fn pin_to(cpu: usize) {
 /// With two CPUs or more, the timed thread (the caller) is pinned to the last one and the
 /// encoding thread to the first: the scheduler no longer moves the timed thread to the other
 /// core when it wakes from waiting for a batch, which left its private caches behind
-/// (decode and record read 333-350 ns where the pass timings of `hotpath`, pinned, read
-/// 290-300). Returns the CPU for the encoding thread.
+/// (decode and record read 333-350 ns where the pass timings of `hotpath` under `taskset -c 1`
+/// read 290-300). Returns the CPU for the encoding thread. Linux only; elsewhere nothing is
+/// pinned.
+#[cfg(target_os = "linux")]
 fn pin_timed_thread() -> Option<usize> {
     match allowed_cpus() {
         [first, .., last] => {
@@ -214,6 +218,14 @@ fn pin_timed_thread() -> Option<usize> {
         _ => None,
     }
 }
+
+#[cfg(not(target_os = "linux"))]
+fn pin_timed_thread() -> Option<usize> {
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to(_cpu: usize) {}
 
 impl Steady {
     fn new(enc: Enc, cfg: CoreConfig, warm_s: i64) -> Self {

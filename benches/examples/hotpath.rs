@@ -9,9 +9,11 @@
 //!
 //! ```sh
 //! cargo build --release -p modelwatch-benches --example hotpath
-//! target/release/examples/hotpath                  # "passes start at N ms" on stderr
+//! taskset -c 1 target/release/examples/hotpath     # "passes start at N ms" on stderr
 //! perf record -D <N + 300> -g target/release/examples/hotpath
 //! ```
+//!
+//! Pin it to one CPU (`taskset`): a thread the scheduler moves leaves its caches behind.
 //!
 //! Knobs (environment): `HOTPATH_JSON` (JSON instead of bare Avro), `HOTPATH_DECODE_ONLY`
 //! (decode, do not record), `HOTPATH_VERSIONS` (1,000; 100 keeps everything in cache),

@@ -629,6 +629,9 @@ impl Tracker {
         pane: i64,
         partition: u32,
     ) -> Result<u32, Admission> {
+        // The maps are keyed by the bytes as read and `drop_key` removes by the stored name:
+        // the two agree because records reach here validated.
+        debug_assert!(std::str::from_utf8(model).is_ok() && std::str::from_utf8(version).is_ok());
         let mid = match self.model_ids.get(model) {
             Some(&m) => m,
             // A record's text is valid UTF-8 (see `InferenceRecord::finish_raw`); keyed by the
