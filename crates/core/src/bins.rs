@@ -919,7 +919,7 @@ impl ModelBins {
                 }
             };
             // A value over 16 bytes, or a slot without a lookup: the general path.
-            match value.filter(|_| COMPILED).and_then(|v| Some(self.cat_table(slot)?.bin(v))) {
+            match self.table_bin(slot, value.filter(|_| COMPILED)) {
                 Some(b) => bins.incr(b, self.total_bins as usize),
                 None => self.categorical(slot, rec.category(i).1, bins, spec, at, src),
             }
@@ -934,9 +934,7 @@ impl ModelBins {
             }
         }
         if let Some(label) = rec.label_key() {
-            let label_slot = self.label;
-            match label.filter(|_| COMPILED).and_then(|k| Some(self.cat_table(label_slot)?.bin(k)))
-            {
+            match self.table_bin(self.label, label.filter(|_| COMPILED)) {
                 Some(b) => bins.incr(b, self.total_bins as usize),
                 None => {
                     let l = rec.predicted_label().unwrap_or_default();
@@ -957,6 +955,14 @@ impl ModelBins {
             self.cat_cells.resize(i + 1, None);
         }
         self.cat_cells[i] = Some(CatCell { name, slot });
+    }
+
+    /// The bin of `key` through the slot's lookup; `None` (no key: a value over 16 bytes, or a
+    /// slot without a lookup) sends the value to the general path.
+    #[inline]
+    fn table_bin(&mut self, slot: u32, key: Option<Key16>) -> Option<usize> {
+        let key = key?;
+        Some(self.cat_table(slot)?.bin(key))
     }
 
     /// The lookup of a categorical slot for this generation, compiled first if need be.
